@@ -1,0 +1,30 @@
+"""Shared fixtures. 8 fake CPU devices are requested before JAX starts (sharding tests)."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+
+
+@pytest.fixture
+def rng():
+  return jax.random.key(0)
+
+
+@pytest.fixture
+def x64():
+  with jax.enable_x64(True):
+    yield
+
+
+@pytest.fixture
+def shared_data_dir():
+  if not os.path.isdir(SHARED_DATA):
+    pytest.skip(f"real data folder {SHARED_DATA} not present")
+  return SHARED_DATA
