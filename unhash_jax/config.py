@@ -1,0 +1,86 @@
+"""The run configuration: one frozen, JSON-serialisable dataclass.
+
+``None`` fields are resolved from the method's defaults and its per-dataset preset by
+:func:`unhash_jax.methods.resolve_config`; the resolved config is what a run saves as
+``workdir/config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything that defines a training run.
+
+  Attributes:
+    method: registered method name (``unhash_jax.methods.REGISTRY``).
+    dataset: ``digits``, ``cifar10`` or ``image_folder``.
+    protocol: split protocol (methods.md §1.6); None = the dataset's default.
+    bits: code length K.
+    backbone: registered backbone name; None = the method's preset for the dataset.
+    batch_size: global batch size (divisible by the number of devices).
+    learning_rate: optimizer learning rate.
+    weight_decay: coupled L2 weight decay added to the gradient before Adam (PyTorch semantics).
+    image_size: side of the augmented views fed to the backbone; None = the method's preset.
+    epochs / steps: training length; ``steps`` wins when both are set.
+    seed: model initialisation, augmentation and shuffling seed.
+    split_seed: seed of the protocol's random draws.
+    val_fraction: share of the training split carved out for validation.
+    eval_every: steps between validation evaluations (0 = only at the end).
+    checkpoint_every: steps between checkpoints (0 = only at the end).
+    keep_checkpoints: how many recent checkpoints are kept (plus the best validation one).
+    log_every: steps between progress lines.
+    select_on_val: evaluate the best-validation state instead of the last one.
+    data_dir: cache/tfds directory; archive: path of an image archive or folder (cifar10, image_folder).
+    eval_batch_size: batch size of the encoding passes.
+    hparams: the method's loss hyper-parameters (keyword arguments of its loss).
+    model: model options (e.g. hidden widths, dropout), method specific.
+    distributed: call ``jax.distributed.initialize()`` first (multi-host TPU pods).
+  """
+
+  method: str = "cibhash"
+  dataset: str = "digits"
+  protocol: str | None = None
+  bits: int = 32
+  backbone: str | None = None
+  batch_size: int | None = None
+  learning_rate: float | None = None
+  weight_decay: float | None = None
+  image_size: int | None = None
+  epochs: int | None = None
+  steps: int | None = None
+  seed: int = 0
+  split_seed: int = 0
+  val_fraction: float = 0.1
+  eval_every: int | None = None
+  checkpoint_every: int | None = None
+  keep_checkpoints: int = 2
+  log_every: int = 100
+  select_on_val: bool = False
+  data_dir: str | None = None
+  archive: str | None = None
+  eval_batch_size: int = 512
+  hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+  model: dict[str, Any] = dataclasses.field(default_factory=dict)
+  distributed: bool = False
+
+  def replace(self, **changes: Any) -> "Config":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "Config":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+      raise ValueError(f"unknown config fields {sorted(unknown)}; valid fields: {sorted(names)}.")
+    return cls(**d)

@@ -1,0 +1,6 @@
+"""Registered hashing methods. Importing this package registers every method."""
+
+from unhash_jax.methods.registry import REGISTRY, MethodSpec, get_method, register, resolve_config
+from unhash_jax.methods import cibhash  # noqa: F401  (registers "cibhash")
+
+__all__ = ["REGISTRY", "MethodSpec", "get_method", "register", "resolve_config"]

@@ -1,0 +1,103 @@
+"""The method registry: each method = model factory + loss + augmentation recipes + defaults.
+
+Like big_vision's registries, registering a second method under a taken name raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import optax
+from flax import nnx
+
+from unhash_jax.config import Config
+
+# Config fields that a method's defaults and per-dataset presets may fill when the user left them None.
+RESOLVABLE_FIELDS = ("protocol", "backbone", "batch_size", "learning_rate", "weight_decay",
+                     "image_size", "epochs", "steps", "eval_every", "checkpoint_every")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+  """A hashing method as the trainer sees it.
+
+  Attributes:
+    name: registry key (``--method``).
+    description: one line for ``--help``.
+    make_model: ``(config, input_shape (H, W, C), rngs) -> nnx.Module``.
+    compute_loss: ``(model, view1, view2, *, key, hparams) -> (loss, aux)``; views are
+      ``[B, S, S, C]`` float images, ``loss`` a float32 scalar, ``aux`` a dict of float32 scalars
+      (logged); the model is in training mode.
+    encode: ``(model, images) -> [B, bits]`` real values whose ``sign₀`` is the test code.
+    hparams: defaults of the loss hyper-parameters (each becomes a CLI flag).
+    defaults: defaults of :data:`RESOLVABLE_FIELDS` and of ``config.model``.
+    presets: per-dataset overrides of ``defaults`` (keys as in defaults, plus ``hparams``).
+    recipes: per-dataset ``(view1, view2)`` augmentation preset names; key ``"*"`` is the fallback.
+    eval_recipe: per-dataset preset whose deterministic test transform (resize + normalise) is used.
+    min_bits: smallest supported code length.
+  """
+
+  name: str
+  description: str
+  make_model: Callable[[Config, Sequence[int], nnx.Rngs], nnx.Module]
+  compute_loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+  encode: Callable[[nnx.Module, jax.Array], jax.Array]
+  hparams: Mapping[str, Any]
+  defaults: Mapping[str, Any]
+  presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  recipes: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+  min_bits: int = 1
+
+  def recipe_names(self, dataset: str) -> tuple[str, str]:
+    return self.recipes.get(dataset, self.recipes["*"])
+
+  def make_optimizer(self, config: Config) -> optax.GradientTransformation:
+    """Adam; a nonzero ``weight_decay`` is PyTorch's coupled L2 (added to the gradient first)."""
+    adam = optax.adam(learning_rate=config.learning_rate)
+    if config.weight_decay:
+      return optax.chain(optax.add_decayed_weights(config.weight_decay), adam)
+    return adam
+
+
+REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+  """Adds ``spec`` to :data:`REGISTRY`; a duplicate name raises ValueError."""
+  if spec.name in REGISTRY:
+    raise ValueError(f"method {spec.name!r} is already registered.")
+  REGISTRY[spec.name] = spec
+  return spec
+
+
+def get_method(name: str) -> MethodSpec:
+  if name not in REGISTRY:
+    raise ValueError(f"unknown method {name!r}; valid choices: {', '.join(sorted(REGISTRY))}.")
+  return REGISTRY[name]
+
+
+def resolve_config(config: Config) -> Config:
+  """Fills the ``None`` fields from the method's preset for the dataset, then its defaults.
+
+  Precedence: what the user set > ``presets[dataset]`` > ``defaults``. ``hparams`` and ``model``
+  dicts merge key by key with the same precedence; unknown loss hyper-parameters raise ValueError.
+  """
+  spec = get_method(config.method)
+  preset = dict(spec.presets.get(config.dataset, {}))
+  changes: dict[str, Any] = {}
+  for name in RESOLVABLE_FIELDS:
+    if getattr(config, name) is None:
+      changes[name] = preset.get(name, spec.defaults.get(name))
+  unknown = set(config.hparams) - set(spec.hparams)
+  if unknown:
+    raise ValueError(
+        f"method {spec.name!r} has no hyper-parameter(s) {sorted(unknown)}; its hyper-parameters "
+        f"are: {', '.join(sorted(spec.hparams))}.")
+  changes["hparams"] = {**spec.hparams, **preset.get("hparams", {}), **config.hparams}
+  changes["model"] = {**spec.defaults.get("model", {}), **preset.get("model", {}), **config.model}
+  resolved = config.replace(**changes)
+  if resolved.bits < spec.min_bits:
+    raise ValueError(f"method {spec.name!r} needs bits >= {spec.min_bits}, got {resolved.bits}.")
+  return resolved

@@ -1,0 +1,6 @@
+"""Flax NNX models: backbones (registry), hash heads and encoders."""
+
+from unhash_jax.models.backbones import BACKBONES, Features, make_backbone, register_backbone
+from unhash_jax.models.heads import HashEncoder, HashHead
+
+__all__ = ["BACKBONES", "Features", "HashEncoder", "HashHead", "make_backbone", "register_backbone"]

@@ -1,0 +1,136 @@
+"""Backbones (Flax NNX) and their registry.
+
+Every backbone maps normalised images ``[B, H, W, C]`` (float) to :class:`Features`: a pooled feature
+``[B, D]`` and spatial/patch tokens ``[B, P, D]`` (WCH needs the tokens). Later issues register VGG-16,
+ResNet-50, MobileNetV2 and ViT here with pretrained weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class Features(NamedTuple):
+  pooled: jax.Array   # [B, D]
+  tokens: jax.Array   # [B, P, D]
+
+
+class MLPBackbone(nnx.Module):
+  """Flattened pixels → ``[Linear → ReLU] × len(hidden)``; trained from scratch.
+
+  For tiny images (8×8 digits) an MLP trains far faster than a CNN on CPU and reached the best
+  retrieval quality in our digits runs. Its single token is the pooled feature.
+  """
+
+  def __init__(self, input_shape: Sequence[int], *, hidden: Sequence[int] = (512,), rngs: nnx.Rngs):
+    in_features = 1
+    for s in input_shape:
+      in_features *= int(s)
+    dims = (in_features, *hidden)
+    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])])
+    self.feature_dim = dims[-1]
+
+  def __call__(self, x: jax.Array, *, train: bool = False) -> Features:
+    del train
+    h = x.reshape(x.shape[0], -1)
+    for layer in self.layers:
+      h = jax.nn.relu(layer(h))
+    return Features(h, h[:, None, :])
+
+
+class SmallCNN(nnx.Module):
+  """``[Conv3×3 → BatchNorm → ReLU] × 2`` per stage with 2×2 max-pooling between stages.
+
+  A from-scratch backbone for CIFAR-sized images (32×32); the pooled feature is the global average of
+  the last stage, the tokens its ``h·w`` positions.
+  """
+
+  def __init__(self, input_shape: Sequence[int], *, widths: Sequence[int] = (32, 64, 128),
+               rngs: nnx.Rngs):
+    channels = int(input_shape[-1])
+    convs, norms = [], []
+    for w in widths:
+      for _ in range(2):
+        convs.append(nnx.Conv(channels, w, (3, 3), use_bias=False, rngs=rngs))
+        norms.append(nnx.BatchNorm(w, momentum=0.9, rngs=rngs))
+        channels = w
+    self.convs, self.norms = nnx.List(convs), nnx.List(norms)
+    self.num_stages = len(widths)
+    self.feature_dim = channels
+
+  def __call__(self, x: jax.Array, *, train: bool = False) -> Features:
+    h = x
+    for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+      h = jax.nn.relu(norm(conv(h), use_running_average=not train))
+      if i % 2 == 1 and i // 2 < self.num_stages - 1:
+        h = nnx.max_pool(h, (2, 2), strides=(2, 2))
+    tokens = h.reshape(h.shape[0], -1, h.shape[-1])
+    return Features(tokens.mean(axis=1), tokens)
+
+
+class _TinyNet(nnx.Module):
+  """A one-layer backbone that exists only for fast tests (like flax's ``_ResNet1``)."""
+
+  def __init__(self, input_shape: Sequence[int], *, rngs: nnx.Rngs):
+    in_features = 1
+    for s in input_shape:
+      in_features *= int(s)
+    self.proj = nnx.Linear(in_features, 16, rngs=rngs)
+    self.norm = nnx.BatchNorm(16, momentum=0.9, rngs=rngs)
+    self.feature_dim = 16
+
+  def __call__(self, x: jax.Array, *, train: bool = False) -> Features:
+    h = jax.nn.relu(self.norm(self.proj(x.reshape(x.shape[0], -1)), use_running_average=not train))
+    return Features(h, h[:, None, :])
+
+
+class FlattenBackbone(nnx.Module):
+  """No parameters: the flattened input is the feature (for pre-extracted features, e.g. VGG fc7)."""
+
+  def __init__(self, input_shape: Sequence[int], *, rngs: nnx.Rngs | None = None):
+    del rngs
+    dim = 1
+    for s in input_shape:
+      dim *= int(s)
+    self.feature_dim = dim
+
+  def __call__(self, x: jax.Array, *, train: bool = False) -> Features:
+    del train
+    h = x.reshape(x.shape[0], -1)
+    return Features(h, h[:, None, :])
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+  name: str
+  make: Callable[..., nnx.Module]   # make(input_shape, *, rngs, **kwargs)
+  description: str
+
+
+BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+  """Adds ``spec`` to :data:`BACKBONES`; a second backbone of the same name raises ValueError."""
+  if spec.name in BACKBONES:
+    raise ValueError(f"backbone {spec.name!r} is already registered.")
+  BACKBONES[spec.name] = spec
+  return spec
+
+
+def make_backbone(name: str, input_shape: Sequence[int], *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+  """Builds the registered backbone ``name`` for images of ``input_shape`` ``(H, W, C)``."""
+  if name not in BACKBONES:
+    raise ValueError(f"unknown backbone {name!r}; valid choices: {', '.join(sorted(BACKBONES))}.")
+  return BACKBONES[name].make(input_shape, rngs=rngs, **kwargs)
+
+
+register_backbone(BackboneSpec("mlp", MLPBackbone, "MLP on flattened pixels, from scratch (digits)"))
+register_backbone(BackboneSpec("small_cnn", SmallCNN, "6-conv BN CNN, from scratch (32x32 images)"))
+register_backbone(BackboneSpec("flatten", FlattenBackbone, "identity on pre-extracted features"))
+register_backbone(BackboneSpec("tiny", _TinyNet, "one linear layer + BN, for tests only"))

@@ -1,0 +1,53 @@
+"""Hash heads and the encoder that puts a head on a backbone (Flax NNX)."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from unhash_jax.models.backbones import Features
+
+
+class HashHead(nnx.Module):
+  """``Linear(d → hidden) → ReLU → Linear(hidden → bits)``: logits ``[B, bits]`` (CIBHash §2.1)."""
+
+  def __init__(self, in_features: int, bits: int, *, hidden: int = 1024, rngs: nnx.Rngs):
+    self.fc1 = nnx.Linear(in_features, hidden, rngs=rngs)
+    self.fc2 = nnx.Linear(hidden, bits, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.fc2(jax.nn.relu(self.fc1(x)))
+
+
+class HashEncoder(nnx.Module):
+  """Backbone → optional dropout on the pooled feature → :class:`HashHead`.
+
+  Args:
+    backbone: a module returning :class:`Features`.
+    bits: code length K.
+    hidden: width of the head's hidden layer.
+    frozen_backbone: stop gradients at the backbone output and run its BatchNorm in inference mode
+      (its parameters are also kept out of the optimizer by the training code).
+    feature_dropout: dropout rate on the backbone feature during training (the official CIBHash keeps
+      VGG's fc7 dropout active while the backbone is frozen, methods.md §2.1).
+  """
+
+  def __init__(self, backbone: nnx.Module, bits: int, *, hidden: int = 1024,
+               frozen_backbone: bool = False, feature_dropout: float = 0.0, rngs: nnx.Rngs):
+    self.backbone = backbone
+    self.head = HashHead(backbone.feature_dim, bits, hidden=hidden, rngs=rngs)
+    self.frozen_backbone = frozen_backbone
+    self.dropout = nnx.Dropout(feature_dropout) if feature_dropout > 0 else None
+
+  def features(self, x: jax.Array, *, train: bool = False) -> Features:
+    if self.frozen_backbone:
+      f = self.backbone(x, train=False)
+      return Features(*(jax.lax.stop_gradient(a) for a in f))
+    return self.backbone(x, train=train)
+
+  def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
+               ) -> jax.Array:
+    h = self.features(x, train=train).pooled
+    if self.dropout is not None and train:
+      h = self.dropout(h, deterministic=False, rngs=key)
+    return self.head(h)

@@ -1,0 +1,348 @@
+"""Training and evaluation: train state, pure jit-compiled steps, and ``train_and_evaluate``.
+
+The functional NNX loop (Flax's guidance for jit-heavy code): the model is split once into a
+``graphdef`` and two states — the trainable parameters and the rest (frozen parameters, batch
+statistics) — and ``jax.jit`` compiles a pure step over a :class:`TrainState` pytree. The step key is
+``fold_in(base_key, step)`` (big_vision), so a resumed run reproduces an uninterrupted one bit for bit.
+Data parallelism: a 1-D ``data`` mesh over every device, batch sharded, state replicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx, struct
+
+from unhash_jax import checkpointing, parallel, retrieval
+from unhash_jax import logging as run_logging
+from unhash_jax.config import Config
+from unhash_jax.data import augment, builders, loader, protocols
+from unhash_jax.methods import MethodSpec, get_method, resolve_config
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything a step changes. ``graphdef`` and the optimizer live outside (static)."""
+
+  step: jax.Array        # int32 scalar: number of completed steps
+  params: nnx.State      # trainable parameters
+  rest: nnx.State        # frozen parameters, batch statistics
+  opt_state: optax.OptState
+
+
+def trainable_filter(config: Config):
+  """Parameters the optimizer updates: all, or all outside the backbone when it is frozen."""
+  if config.model.get("frozen_backbone", False):
+    return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("backbone")))
+  return nnx.Param
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Static pieces of a run: the resolved config, its method, the graph and the optimizer."""
+
+  config: Config
+  spec: MethodSpec
+  graphdef: Any
+  tx: optax.GradientTransformation
+  input_shape: tuple[int, int, int]
+  mesh: jax.sharding.Mesh
+
+
+def create_train_state(config: Config, input_shape, mesh: jax.sharding.Mesh
+                       ) -> tuple[Setup, TrainState]:
+  """Initialises the model and optimizer; the state is placed replicated on ``mesh``."""
+  spec = get_method(config.method)
+  model = spec.make_model(config, input_shape, nnx.Rngs(params=config.seed))
+  graphdef, params, rest = nnx.split(model, trainable_filter(config), ...)
+  tx = spec.make_optimizer(config)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
+                     opt_state=tx.init(params))
+  state = jax.device_put(state, parallel.replicated_sharding(mesh))
+  setup = Setup(config=config, spec=spec, graphdef=graphdef, tx=tx,
+                input_shape=tuple(input_shape), mesh=mesh)
+  return setup, state
+
+
+def _global_norm(tree) -> jax.Array:
+  return optax.global_norm(jax.tree.leaves(tree))
+
+
+def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+  """Returns ``train_step(state, batch, base_key) -> (state, metrics)``, jit-compiled, state donated.
+
+  ``batch["image"]`` is uint8 ``[B, H, W, C]``; the two views are augmented inside the step with
+  per-example keys drawn from ``fold_in(base_key, state.step)``.
+  """
+  config, spec, graphdef, tx = setup.config, setup.spec, setup.graphdef, setup.tx
+  recipe1, recipe2 = (augment.get_recipe(n) for n in spec.recipe_names(config.dataset))
+  image_size = config.image_size
+  hparams = dict(config.hparams)
+
+  def train_step(state: TrainState, batch: dict, base_key: jax.Array):
+    key = jax.random.fold_in(base_key, state.step)
+    aug_key, loss_key = jax.random.split(key)
+    view1, view2 = augment.two_views(batch["image"], aug_key, recipe1, recipe2,
+                                     out_size=image_size)
+
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params, state.rest)
+      loss, aux = spec.compute_loss(model, view1, view2, key=loss_key, hparams=hparams)
+      _, _, new_rest = nnx.split(model, trainable_filter(config), ...)
+      return loss, (aux, new_rest)
+
+    (loss, (aux, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, **aux, "grad_norm": _global_norm(grads),
+               "param_norm": _global_norm(params)}
+    new_state = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
+    return new_state, metrics
+
+  replicated = parallel.replicated_sharding(setup.mesh)
+  return jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated))
+
+
+def make_encode_fn(setup: Setup) -> Callable[[TrainState, jax.Array], jax.Array]:
+  """Returns jitted ``encode(state, images uint8 [B,H,W,C]) -> float32 [B, bits]`` (test transform)."""
+  config, spec, graphdef = setup.config, setup.spec, setup.graphdef
+  recipe = augment.get_recipe(spec.recipe_names(config.dataset)[0])
+
+  def encode(state: TrainState, images: jax.Array) -> jax.Array:
+    model = nnx.merge(graphdef, state.params, state.rest)
+    x = augment.eval_preprocess(images, recipe, out_size=config.image_size)
+    return spec.encode(model, x).astype(jnp.float32)
+
+  return jax.jit(encode)
+
+
+def encode_indices(encode_fn, state: TrainState, source: builders.Source, indices: np.ndarray,
+                   *, batch_size: int, mesh) -> np.ndarray:
+  """Real-valued codes ``[len(indices), bits]`` (numpy, in the order of ``indices``)."""
+  chunks = []
+  for batch in loader.eval_batches(source, indices, batch_size=batch_size, mesh=mesh):
+    codes = encode_fn(state, batch["image"])
+    codes = _to_host(codes)
+    mask = _to_host(batch["mask"]).astype(bool)
+    chunks.append(codes[mask])
+  codes = np.concatenate(chunks, axis=0) if chunks else np.zeros((0, 0), np.float32)
+  if len(codes) != len(indices):
+    raise AssertionError(f"encoded {len(codes)} items for {len(indices)} indices")
+  return codes
+
+
+def _to_host(x) -> np.ndarray:
+  """A global array as one numpy array on every host (all-gathered across processes)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
+def _eval_batch_size(config: Config) -> int:
+  n = jax.device_count()
+  return max(n, int(math.ceil(config.eval_batch_size / n)) * n)
+
+
+def evaluate_split(setup: Setup, encode_fn, state, source, query_idx, database_idx, topk,
+                   **eval_kwargs) -> tuple[dict, np.ndarray, np.ndarray]:
+  """Encodes both sides and runs the Hamming-ranking evaluator. Returns (metrics, q codes, db codes)."""
+  bs = _eval_batch_size(setup.config)
+  q = encode_indices(encode_fn, state, source, query_idx, batch_size=bs, mesh=setup.mesh)
+  db = encode_indices(encode_fn, state, source, database_idx, batch_size=bs, mesh=setup.mesh)
+  metrics = retrieval.evaluate(q, db, source.labels[query_idx], source.labels[database_idx],
+                               topk=topk, **eval_kwargs)
+  return metrics, q, db
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+  return {k: float(v) for k, v in metrics.items()
+          if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)}
+
+
+def _identity(config: Config) -> dict[str, Any]:
+  return {k: getattr(config, k) for k in checkpointing.IDENTITY_FIELDS}
+
+
+def _plan(config: Config, num_train: int) -> tuple[int, int]:
+  """(steps_per_epoch, total_steps); the training remainder is dropped."""
+  steps_per_epoch = num_train // config.batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(f"the training split has {num_train} images, fewer than one batch of "
+                     f"{config.batch_size}; lower --batch_size.")
+  total = config.steps if config.steps else config.epochs * steps_per_epoch
+  return steps_per_epoch, int(total)
+
+
+def check_batch_size(batch_size: int) -> None:
+  n = jax.device_count()
+  if batch_size < 1 or batch_size % n:
+    raise ValueError(f"batch size {batch_size} is not divisible by the number of devices ({n}); "
+                     f"choose a multiple of {n}.")
+
+
+def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
+  """Trains ``config.method`` and evaluates it on the protocol's query/database split.
+
+  Resumes from ``workdir/checkpoints`` when present (refusing a checkpoint of another method, bit
+  length, dataset or backbone). Writes ``config.json``, ``metrics.jsonl``, TensorBoard events,
+  checkpoints, and at the end ``results.json``, ``codes.npz`` and ``pr_curve.png``.
+
+  Returns:
+    The flat results dict that is written to ``results.json``.
+  """
+  config = resolve_config(config)
+  if config.protocol is None:
+    config = config.replace(protocol=protocols.DEFAULT_PROTOCOL[config.dataset])
+  check_batch_size(config.batch_size)
+  writer_process = run_logging.is_writer()
+  logging.info("Process %d/%d, %d local / %d global devices (%s), workdir %s",
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count(), jax.devices()[0].platform, workdir)
+
+  source = builders.load_source(config.dataset, data_dir=config.data_dir, archive=config.archive)
+  splits = protocols.make_splits(config.protocol, source, seed=config.split_seed,
+                                 val_fraction=config.val_fraction)
+  steps_per_epoch, total_steps = _plan(config, len(splits.train))
+  if config.image_size is None:
+    config = config.replace(image_size=source.image_shape[0])
+  mesh = parallel.make_data_mesh()
+  setup, state = create_train_state(config, source.image_shape, mesh)
+
+  manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
+  start_step = checkpointing.latest_step(manager)
+  if start_step is not None:
+    checkpointing.check_identity(manager, start_step, _identity(config))
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
+    state = checkpointing.restore(manager, start_step, abstract)
+    logging.info("Resuming from the checkpoint at step %d in %s", start_step, workdir)
+  else:
+    start_step = 0
+
+  if writer_process:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json())
+  writer = run_logging.MetricsWriter(workdir)
+  n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
+  logging.info("%s on %s/%s, %d bits, backbone %s: %d trainable parameters; %d steps "
+               "(%d per epoch, batch %d); train %d, val %d+%d, query %d, database %d, k=%s",
+               config.method, config.dataset, config.protocol, config.bits, config.backbone,
+               n_params, total_steps, steps_per_epoch, config.batch_size, len(splits.train),
+               len(splits.val_query), len(splits.val_database), len(splits.query),
+               len(splits.database), splits.topk)
+
+  train_step = make_train_step(setup)
+  encode_fn = make_encode_fn(setup)
+  base_key = jax.random.key(config.seed)
+  identity = _identity(config)
+
+  def validate(st) -> float:
+    m, _, _ = evaluate_split(setup, encode_fn, st, source, splits.val_query, splits.val_database,
+                             splits.topk)
+    return float(m["map"])
+
+  best = {"val_map": -1.0, "step": -1, "state": None}
+  pending: list[tuple[int, dict]] = []   # per-step metrics still on device
+
+  def flush_pending() -> dict[str, float] | None:
+    """Pulls pending step metrics to the host; raises on the first non-finite loss."""
+    if not pending:
+      return None
+    host = jax.device_get([m for _, m in pending])
+    for (s, _), m in zip(pending, host):
+      if not np.isfinite(m["loss"]):
+        last = checkpointing.latest_step(manager)
+        raise NonFiniteLossError(
+            f"the loss became non-finite ({m['loss']}) at step {s}; training stopped. The last "
+            f"good checkpoint is {'step %d' % last if last is not None else 'none'} in "
+            f"{checkpointing.checkpoint_dir(workdir)} (kept). Try a lower --learning_rate.")
+    mean = {k: float(np.mean([h[k] for h in host])) for k in host[-1]}
+    pending.clear()
+    return mean
+
+  progress = run_logging.Progress(first_step=start_step, total_steps=total_steps,
+                                  batch_size=config.batch_size)
+  batches: Iterator[dict] = loader.train_batches(
+      source, splits.train, batch_size=config.batch_size, seed=config.seed,
+      start_step=start_step, mesh=mesh)
+  if start_step < total_steps:
+    logging.info("Compiling the train step (first step is slower)...")
+  t0 = time.perf_counter()
+  try:
+    for step in range(start_step, total_steps):
+      batch = next(batches)
+      state, metrics = train_step(state, batch, base_key)
+      done = step + 1
+      pending.append((done, metrics))
+      is_last = done == total_steps
+      log_now = done % config.log_every == 0 or is_last or done == start_step + 1
+      eval_now = bool(config.eval_every) and (done % config.eval_every == 0 or is_last)
+      ckpt_now = (bool(config.checkpoint_every) and done % config.checkpoint_every == 0) or is_last
+      if log_now or eval_now or ckpt_now:
+        mean = flush_pending()
+        if log_now and mean is not None:
+          rates = progress.update(done)
+          writer.write(done, {**{f"train/{k}": v for k, v in mean.items()},
+                              "train/steps_per_sec": rates["steps_per_sec"]})
+          logging.info("step %d/%d  %s  %.1f steps/s  %.0f images/s  ETA %s", done, total_steps,
+                       "  ".join(f"{k} {v:.4g}" for k, v in mean.items()),
+                       rates["steps_per_sec"], rates["images_per_sec"],
+                       run_logging.format_eta(rates["eta_sec"]))
+      ckpt_metrics = None
+      if eval_now:
+        val_map = validate(state)
+        writer.write(done, {"val/map": val_map})
+        logging.info("step %d: validation mAP@%s = %.4f (best %.4f)", done, splits.topk or "all",
+                     val_map, max(val_map, best["val_map"]))
+        ckpt_metrics = {"val_map": val_map}
+        if val_map > best["val_map"]:
+          best.update(val_map=val_map, step=done,
+                      state=jax.device_get(state) if config.select_on_val else None)
+      if ckpt_now:
+        checkpointing.save(manager, done, state, identity=identity, metrics=ckpt_metrics)
+  finally:
+    checkpointing.wait(manager)
+    progress.close()
+  train_seconds = time.perf_counter() - t0
+
+  if config.select_on_val and best["state"] is not None:
+    logging.info("Evaluating the best validation state (step %d, val mAP %.4f)", best["step"],
+                 best["val_map"])
+    state = jax.device_put(best["state"], parallel.replicated_sharding(mesh))
+
+  metrics, q_codes, db_codes = evaluate_split(setup, encode_fn, state, source, splits.query,
+                                              splits.database, splits.topk)
+  results = {"method": config.method, "dataset": config.dataset, "protocol": config.protocol,
+             "bits": config.bits, "topk": metrics.get("topk", splits.topk),
+             "map": float(metrics["map"]), "backbone": config.backbone,
+             "tie_policy": "index", "steps": total_steps, "train_seconds": train_seconds,
+             "best_val_map": best["val_map"] if best["step"] >= 0 else None,
+             **{k: v for k, v in _scalars(metrics).items() if k not in ("map", "topk")}}
+  if writer_process:
+    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=2)
+    np.savez_compressed(
+        os.path.join(workdir, "codes.npz"),
+        query_codes=np.asarray(retrieval.binarize(q_codes)),
+        database_codes=np.asarray(retrieval.binarize(db_codes)),
+        query_labels=source.labels[splits.query], database_labels=source.labels[splits.database],
+        query_index=np.asarray(splits.query), database_index=np.asarray(splits.database))
+    retrieval.plot_pr_curve(metrics, os.path.join(workdir, "pr_curve.png"))
+  writer.write(total_steps, {f"test/{k}": v for k, v in _scalars(metrics).items()})
+  writer.close()
+  return results
