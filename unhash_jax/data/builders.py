@@ -1,0 +1,566 @@
+"""Data sets as tfds builders written to array_record and read back without TensorFlow.
+
+Every data set is a ``tfds.core.GeneratorBasedBuilder`` whose features are plain
+``tfds.features.Tensor(dtype=uint8)`` images (``tfds.features.Image`` cannot encode without
+TensorFlow), a ``ClassLabel`` and the example's position in *source order*. Files are written once
+with ``file_format='array_record'`` under ``data_dir`` and read back with tfds's random-access data
+sources (``builder.as_data_source``), which need no TensorFlow (style.md §2.7).
+
+:func:`load_source` returns a :class:`Source`: the whole data set (all official splits together) in a
+fixed source order, so that index ``i`` names the same image on every run and every host. The named
+protocols (:mod:`unhash_jax.data.protocols`) are index lists into that order.
+
+Data sets (``DATASETS``):
+  * ``digits``: scikit-learn's bundled 8×8 digits (1,797 images, 10 classes, no file, no network);
+    pixel values ``0..16`` are scaled to ``0..255`` (``round(v * 255 / 16)``). All images have
+    official split ``"train"``.
+  * ``image_folder``: any tree ``<split>/<class>/<image>`` of JPEG/PNG files of one size, given as a
+    folder or as a (gzip/bz2/xz) tar archive of such a folder (unpacked once into the cache).
+    Class ids follow the sorted class names; source order is split (sorted, ``train`` first), then
+    class, then file name (natural order, so ``2.png`` < ``10.png``).
+  * ``cifar10``: with ``archive=`` the CIFAR-10 JPEG tree (``../shared/data/cifar10-jpeg.tar.gz``) via
+    the image-folder builder (50,000 ``train`` then 10,000 ``test`` images); without it, tfds's own
+    ``cifar10`` prepared in ``data_dir`` (or downloaded, when there is internet).
+
+Bad input raises :class:`DataError` (a ``ValueError``) naming the path and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+DATASETS = ("digits", "cifar10", "image_folder")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+DATA_DIR_ENV = "UNHASH_JAX_DATA_DIR"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+
+_BUILD_VERSION = "1.0.0"
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class DataError(ValueError):
+  """A data file or folder is missing, corrupt or laid out wrongly (the message names the path)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Source:
+  """One whole data set in a fixed source order (index ``i`` is stable across runs and hosts).
+
+  Attributes:
+    name: data set name (``"digits"``, ``"cifar10"``, or ``"image_folder:<folder name>"``).
+    images: random-access images, ``uint8[n, H, W, C]`` (a NumPy array; read them through
+      :meth:`get_images`).
+    labels: ``int32[n]`` class ids in ``[0, num_classes)`` (multi-label sets: ``int8[n, C]``).
+    official_split: ``str[n]``, the official split of each image (``"train"``/``"test"``).
+    class_names: class names; ``labels`` index into them.
+    image_shape: ``(H, W, C)`` of one image.
+  """
+
+  name: str
+  images: Any
+  labels: np.ndarray
+  official_split: np.ndarray
+  class_names: tuple[str, ...]
+  image_shape: tuple[int, int, int]
+
+  def __post_init__(self):
+    n = len(self.labels)
+    if len(self.official_split) != n or len(self.images) != n:
+      raise ValueError(f"Source {self.name!r}: images ({len(self.images)}), labels ({n}) and "
+                       f"official_split ({len(self.official_split)}) differ in length.")
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def multilabel(self) -> bool:
+    return self.labels.ndim == 2
+
+  def get_images(self, indices) -> np.ndarray:
+    """Returns ``uint8[len(indices), H, W, C]`` images at source indices ``indices``."""
+    indices = np.asarray(indices, dtype=np.int64)
+    return np.asarray(self.images[indices])
+
+  def split_indices(self, split: str) -> np.ndarray:
+    """``int64`` source indices whose official split is ``split`` (ascending)."""
+    return np.flatnonzero(self.official_split == split).astype(np.int64)
+
+
+def default_data_dir() -> str:
+  """``$UNHASH_JAX_DATA_DIR`` if set, else ``~/tensorflow_datasets`` (tfds's default)."""
+  return os.path.expanduser(os.environ.get(DATA_DIR_ENV) or "~/tensorflow_datasets")
+
+
+def load_source(dataset: str, *, data_dir: str | None = None, archive: str | None = None,
+                cache: bool = True) -> Source:
+  """Builds (once) and reads a data set; later calls with the same inputs only read.
+
+  Args:
+    dataset: one of :data:`DATASETS`.
+    data_dir: tfds data directory and cache (default :func:`default_data_dir`). The built
+      array_record files go to ``<data_dir>/unhash_<dataset>/...``; archives are unpacked under
+      ``<data_dir>/unhash_jax_extracted/``.
+    archive: for ``cifar10`` / ``image_folder``: a tar archive (``.tar``, ``.tar.gz``, ...) or a folder
+      holding a ``<split>/<class>/<image>`` tree (directly or inside one top-level folder). A
+      different archive (other content) or folder (other file list, sizes or times) builds anew.
+    cache: keep the decoded images in a NumPy ``.npy`` next to the array_record files so warm loads
+      are a single file read (the array_record files stay the source of truth).
+
+  Returns:
+    The :class:`Source` with all images in memory.
+
+  Raises:
+    ValueError: unknown ``dataset`` (lists the valid names); :class:`DataError` for a missing,
+      corrupt or malformed archive/folder.
+  """
+  if dataset not in DATASETS:
+    raise ValueError(f"Unknown dataset {dataset!r}; valid choices: {', '.join(DATASETS)}.")
+  data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
+  if dataset == "digits":
+    if archive is not None:
+      raise ValueError("The digits data set ships with scikit-learn and takes no archive.")
+    return _load_digits(data_dir)
+  if dataset == "image_folder" and archive is None:
+    raise DataError("The image_folder data set needs archive= (a tar archive or a folder of "
+                    "<split>/<class>/<image> files).")
+  if dataset == "cifar10" and archive is None:
+    return _load_tfds_cifar10(data_dir)
+  return _load_image_folder(dataset, archive, data_dir, cache=cache)
+
+
+# ----------------------------------------------------------------------------------------------
+# tfds builders
+
+
+def _tfds():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds
+
+
+def _features(tfds, image_shape, class_names):
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Tensor(shape=tuple(image_shape), dtype=np.uint8),
+      "label": tfds.features.ClassLabel(names=list(class_names)),
+      "index": tfds.features.Tensor(shape=(), dtype=np.int64),
+  })
+
+
+_BUILDER_CLASSES: dict[str, type] = {}
+
+
+def _builder_classes():
+  """Defines the builder classes on first use (so importing this module does not import tfds)."""
+  if _BUILDER_CLASSES:
+    return _BUILDER_CLASSES
+  tfds = _tfds()
+
+  class UnhashDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """scikit-learn's 8×8 digits, uint8 ``[8, 8, 1]`` scaled ``0..16 -> 0..255``."""
+
+    VERSION = tfds.core.Version(_BUILD_VERSION)
+    RELEASE_NOTES = {_BUILD_VERSION: "sklearn.datasets.load_digits, images scaled to 0..255."}
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self, description="scikit-learn's bundled 8x8 digits (1,797 images).",
+          features=_features(tfds, (8, 8, 1), [str(c) for c in range(10)]),
+          supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+      images, labels = _digits_arrays()
+      for i in range(len(labels)):
+        yield i, {"image": images[i], "label": int(labels[i]), "index": i}
+
+  class UnhashImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A ``<split>/<class>/<image>`` tree of same-size JPEG/PNG files, stored as raw uint8."""
+
+    VERSION = tfds.core.Version(_BUILD_VERSION)
+    RELEASE_NOTES = {_BUILD_VERSION: "Raw uint8 Tensor images, ClassLabel, source index."}
+
+    def __init__(self, *, scan: _FolderScan, **kwargs):
+      self._scan = scan
+      super().__init__(**kwargs)
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self, description=f"Image folder {self._scan.root}",
+          features=_features(tfds, self._scan.image_shape, self._scan.class_names),
+          supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {split: self._generate_examples(split) for split in self._scan.splits}
+
+    def _generate_examples(self, split):
+      scan = self._scan
+      rows = np.flatnonzero(scan.split_ids == scan.splits.index(split))
+      for i in rows:
+        path = os.path.join(scan.root, scan.files[i])
+        yield int(i), {"image": _decode_image(path, scan.image_shape), "label": int(scan.labels[i]),
+                       "index": int(i)}
+
+  _BUILDER_CLASSES.update(digits=UnhashDigits, image_folder=UnhashImageFolder)
+  return _BUILDER_CLASSES
+
+
+def _prepare(builder) -> None:
+  """``download_and_prepare`` offline (everything is local)."""
+  tfds = _tfds()
+  t0 = time.perf_counter()
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      try_download_gcs=False, verify_ssl=False))
+  logging.info("Built %s in %s (%.1f s).", builder.name, builder.data_dir,
+               time.perf_counter() - t0)
+
+
+def _read_all(builder, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Reads every record of ``splits`` and returns images/labels/split ids in source order."""
+  num = sum(builder.info.splits[s].num_examples for s in splits)
+  shape = tuple(builder.info.features["image"].shape)
+  images = np.empty((num,) + shape, np.uint8)
+  labels = np.empty((num,), np.int32)
+  split_ids = np.full((num,), -1, np.int32)
+  for sid, split in enumerate(splits):
+    ds = builder.as_data_source(split)
+    chunk = 4096
+    for start in range(0, len(ds), chunk):
+      for rec in ds.__getitems__(range(start, min(start + chunk, len(ds)))):
+        j = int(rec["index"])
+        images[j] = rec["image"]
+        labels[j] = rec["label"]
+        split_ids[j] = sid
+  if (split_ids < 0).any():
+    raise DataError(f"{builder.data_dir}: the stored source indices are not 0..{num - 1}; delete "
+                    "this folder to rebuild it.")
+  return images, labels, split_ids
+
+
+# ----------------------------------------------------------------------------------------------
+# digits
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  d = load_digits()
+  images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  return images, d.target.astype(np.int32)
+
+
+def _load_digits(data_dir: str) -> Source:
+  builder = _builder_classes()["digits"](data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    _prepare(builder)
+  images, labels, _ = _read_all(builder, ["train"])
+  return Source(name="digits", images=images, labels=labels,
+                official_split=np.full(len(labels), "train"),
+                class_names=tuple(builder.info.features["label"].names), image_shape=(8, 8, 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# image folders and archives
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _FolderScan:
+  """The file list of a ``<split>/<class>/<image>`` tree, in source order."""
+
+  root: str
+  splits: tuple[str, ...]
+  class_names: tuple[str, ...]
+  files: tuple[str, ...]  # relative to root
+  split_ids: np.ndarray  # int32 [n]
+  labels: np.ndarray  # int32 [n]
+  image_shape: tuple[int, int, int]
+  fingerprint: str  # sha256 over (path, size, mtime) of every file
+
+
+def _natural_key(name: str):
+  return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t]
+
+
+def _split_order(name: str):
+  return ({"train": 0, "val": 1, "validation": 1, "test": 2}.get(name, 3), name)
+
+
+def _listdir(path: str) -> list[os.DirEntry]:
+  return [e for e in os.scandir(path) if not e.name.startswith(".")]
+
+
+def _is_image(name: str) -> bool:
+  return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _is_split_tree(path: str) -> bool:
+  """True when ``path/<split>/<class>/`` holds image files (checks one class per split)."""
+  splits = [e for e in _listdir(path) if e.is_dir()]
+  if not splits:
+    return False
+  for s in splits:
+    classes = [e for e in _listdir(s.path) if e.is_dir()]
+    if not classes or not any(_is_image(e.name) for e in _listdir(classes[0].path)):
+      return False
+  return True
+
+
+def _find_tree_root(path: str) -> str:
+  if _is_split_tree(path):
+    return path
+  entries = _listdir(path)
+  if len(entries) == 1 and entries[0].is_dir() and _is_split_tree(entries[0].path):
+    return entries[0].path
+  raise DataError(f"{path}: expected a folder tree <split>/<class>/<image> of JPEG/PNG files "
+                  "(e.g. train/cat/0001.jpg), directly or inside one top-level folder.")
+
+
+def _scan_folder(path: str) -> _FolderScan:
+  root = _find_tree_root(path)
+  splits = tuple(sorted((e.name for e in _listdir(root) if e.is_dir()), key=_split_order))
+  for s in splits:
+    if not _SPLIT_NAME.match(s):
+      raise DataError(f"{os.path.join(root, s)}: split folder names may only hold letters, digits "
+                      "and '_'.")
+  class_names = tuple(sorted({e.name for s in splits for e in _listdir(os.path.join(root, s))
+                              if e.is_dir()}))
+  files, split_ids, labels = [], [], []
+  h = hashlib.sha256()
+  for sid, s in enumerate(splits):
+    for cid, c in enumerate(class_names):
+      cdir = os.path.join(root, s, c)
+      if not os.path.isdir(cdir):
+        continue
+      entries = sorted((e for e in _listdir(cdir) if e.is_file() and _is_image(e.name)),
+                       key=lambda e: _natural_key(e.name))
+      for e in entries:
+        rel = f"{s}/{c}/{e.name}"
+        st = e.stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        files.append(rel)
+        split_ids.append(sid)
+        labels.append(cid)
+  if not files:
+    raise DataError(f"{root}: no JPEG/PNG images found under <split>/<class>/.")
+  first = _decode_image(os.path.join(root, files[0]), None)
+  return _FolderScan(root=root, splits=splits, class_names=class_names, files=tuple(files),
+                     split_ids=np.asarray(split_ids, np.int32), labels=np.asarray(labels, np.int32),
+                     image_shape=tuple(first.shape), fingerprint=h.hexdigest())
+
+
+def _decode_image(path: str, shape: tuple[int, int, int] | None) -> np.ndarray:
+  """Decodes one image to ``uint8[H, W, C]`` (C = 1 for grey images, else RGB)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as im:
+      channels = shape[2] if shape is not None else (1 if im.mode in ("1", "L", "I;16", "I") else 3)
+      arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+  except (OSError, SyntaxError, ValueError) as e:
+    raise DataError(f"{path}: cannot decode image ({e}).") from e
+  arr = arr.reshape(arr.shape[:2] + (-1,))
+  if shape is not None and arr.shape != tuple(shape):
+    raise DataError(f"{path}: image has shape {arr.shape}, expected {tuple(shape)} like the first "
+                    "image (all images of an image folder must have one size).")
+  return arr
+
+
+def _file_sha256(path: str, index_dir: str) -> str:
+  """sha256 of a file, remembered per (path, size, mtime) in ``index_dir`` so warm calls skip it."""
+  st = os.stat(path)
+  key = hashlib.sha256(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+  memo = os.path.join(index_dir, "sha256", key.hexdigest()[:32])
+  try:
+    with open(memo) as f:
+      return f.read().strip()
+  except OSError:
+    pass
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  digest = h.hexdigest()
+  os.makedirs(os.path.dirname(memo), exist_ok=True)
+  _atomic_write(memo, digest)
+  return digest
+
+
+def _atomic_write(path: str, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def _archive_stem(path: str) -> str:
+  name = os.path.basename(path.rstrip(os.sep))
+  for ext in (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar"):
+    if name.lower().endswith(ext):
+      return name[: -len(ext)]
+  return name
+
+
+def _slug(name: str) -> str:
+  s = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+  return s[:40] or "data"
+
+
+def _safe_extract(archive: str, target: str) -> None:
+  """Unpacks ``archive`` into ``target``; rejects members escaping it, links and special files."""
+  target_real = os.path.realpath(target)
+  try:
+    with tarfile.open(archive, "r:*") as tar:
+      members = tar.getmembers()  # reads the whole archive: truncation is detected here
+      for m in members:
+        dest = os.path.realpath(os.path.join(target_real, m.name))
+        if os.path.isabs(m.name) or os.path.commonpath([target_real, dest]) != target_real:
+          raise DataError(f"{archive}: member {m.name!r} would be written outside the target "
+                          "folder; refusing to unpack it.")
+        if not (m.isfile() or m.isdir()):
+          raise DataError(f"{archive}: member {m.name!r} is a link or special file; only regular "
+                          "files and folders are accepted.")
+      tar.extractall(target, members=members, filter="data")
+  except DataError:
+    raise
+  except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as e:
+    raise DataError(f"{archive}: corrupt or truncated archive ({type(e).__name__}: {e}).") from e
+
+
+def _unpack(archive: str, cache_root: str) -> str:
+  """Unpacks ``archive`` once into ``<cache_root>/<stem>_<sha>``; returns that folder."""
+  digest = _file_sha256(archive, cache_root)
+  dest = os.path.join(cache_root, f"{_slug(_archive_stem(archive))}_{digest[:16]}")
+  if os.path.exists(os.path.join(dest, ".complete")):
+    return dest
+  os.makedirs(cache_root, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=cache_root, prefix=".unpack-")
+  try:
+    t0 = time.perf_counter()
+    _safe_extract(archive, tmp)
+    _atomic_write(os.path.join(tmp, ".complete"), json.dumps({"archive": archive,
+                                                              "sha256": digest}))
+    if os.path.exists(dest):  # an interrupted earlier unpack (no .complete): ours replaces it
+      shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    logging.info("Unpacked %s into %s (%.1f s).", archive, dest, time.perf_counter() - t0)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+  return dest
+
+
+def _source_key(archive: str, data_dir: str) -> tuple[str, str | None]:
+  """(config name, folder to build from or None if the archive must be unpacked first)."""
+  if not os.path.exists(archive):
+    raise DataError(f"{archive}: data archive or folder not found.")
+  if os.path.isdir(archive):
+    return "", archive
+  if not os.path.isfile(archive):
+    raise DataError(f"{archive}: not a regular file or folder.")
+  digest = _file_sha256(archive, os.path.join(data_dir, "unhash_jax_extracted"))
+  return f"{_slug(_archive_stem(archive))}_{digest[:16]}", None
+
+
+def _load_image_folder(dataset: str, archive: str, data_dir: str, *, cache: bool) -> Source:
+  archive = os.path.abspath(os.path.expanduser(archive))
+  config_name, folder = _source_key(archive, data_dir)
+  cls = _builder_classes()["image_folder"]
+  tfds = _tfds()
+  scan = None
+  if folder is not None:  # a folder: its identity is its file list (names, sizes, times)
+    scan = _scan_folder(folder)
+    config_name = f"{_slug(os.path.basename(archive.rstrip(os.sep)))}_{scan.fingerprint[:16]}"
+  builder_dir = os.path.join(data_dir, cls.name, config_name, _BUILD_VERSION)
+  if not os.path.exists(os.path.join(builder_dir, "dataset_info.json")):
+    if scan is None:
+      scan = _scan_folder(_unpack(archive, os.path.join(data_dir, "unhash_jax_extracted")))
+    config = tfds.core.BuilderConfig(name=config_name, description=f"built from {archive}")
+    builder = cls(scan=scan, data_dir=data_dir, config=config, file_format="array_record")
+    _prepare(builder)
+    with open(os.path.join(builder_dir, "unhash_jax_splits.json"), "w") as f:
+      json.dump({"splits": list(scan.splits), "source": archive}, f)
+  builder = tfds.builder_from_directory(builder_dir)
+  with open(os.path.join(builder_dir, "unhash_jax_splits.json")) as f:
+    splits = json.load(f)["splits"]
+  arrays = _cached_arrays(builder, builder_dir, splits) if cache else _read_all(builder, splits)
+  images, labels, split_ids = arrays
+  class_names = tuple(builder.info.features["label"].names)
+  if dataset == "cifar10":
+    if class_names != CIFAR10_CLASSES or images.shape[1:] != (32, 32, 3):
+      raise DataError(f"{archive}: not a CIFAR-10 tree (classes {class_names}, image shape "
+                      f"{images.shape[1:]}); use dataset 'image_folder' for other data.")
+    name = "cifar10"
+  else:
+    name = f"image_folder:{os.path.basename(archive.rstrip(os.sep))}"
+  return Source(name=name, images=images, labels=labels,
+                official_split=np.asarray(splits)[split_ids], class_names=class_names,
+                image_shape=tuple(images.shape[1:]))
+
+
+def _cached_arrays(builder, builder_dir: str, splits):
+  """Reads the array_record files once and keeps a ``.npz``-free ``.npy`` triple for warm loads."""
+  paths = [os.path.join(builder_dir, f"unhash_jax_{k}.npy") for k in ("images", "labels", "splits")]
+  if all(os.path.exists(p) for p in paths):
+    try:
+      return tuple(np.load(p, mmap_mode=None, allow_pickle=False) for p in paths)
+    except (OSError, ValueError):
+      pass  # a damaged cache file: fall back to the array_record files and rewrite it
+  arrays = _read_all(builder, splits)
+  for p, a in zip(paths, arrays):
+    fd, tmp = tempfile.mkstemp(dir=builder_dir, prefix=".tmp-", suffix=".npy")
+    with os.fdopen(fd, "wb") as f:
+      np.save(f, a, allow_pickle=False)
+    os.replace(tmp, p)
+  return arrays
+
+
+# ----------------------------------------------------------------------------------------------
+# tfds's own cifar10
+
+
+def _load_tfds_cifar10(data_dir: str) -> Source:
+  """tfds's ``cifar10`` (prepared in ``data_dir``, or downloaded when there is internet).
+
+  Reads with ``tfds.data_source`` (array_record). Preparing tfds's ``cifar10`` encodes PNG images
+  and needs TensorFlow (``pip install unhash_jax[tf]``) or an already prepared copy. Source order:
+  ``train`` records then ``test`` records, each in stored order.
+  """
+  tfds = _tfds()
+  try:
+    builder = tfds.builder("cifar10", data_dir=data_dir, file_format="array_record")
+    if not builder.is_prepared():
+      builder.download_and_prepare(file_format="array_record")
+    parts = {s: builder.as_data_source(s) for s in ("train", "test")}
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(
+        f"{data_dir}: tfds's cifar10 is not prepared there and could not be built ({e}). Pass the "
+        "CIFAR-10 JPEG archive instead (archive=/path/cifar10-jpeg.tar.gz).") from e
+  images, labels, split = [], [], []
+  for s, ds in parts.items():
+    for rec in ds.__getitems__(range(len(ds))):
+      images.append(np.asarray(rec["image"], np.uint8))
+      labels.append(int(rec["label"]))
+      split.append(s)
+  images = np.stack(images)
+  return Source(name="cifar10", images=images, labels=np.asarray(labels, np.int32),
+                official_split=np.asarray(split), class_names=CIFAR10_CLASSES,
+                image_shape=tuple(images.shape[1:]))
