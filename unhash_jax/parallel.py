@@ -47,8 +47,12 @@ def make_data_mesh(devices=None, *, axis_types=None) -> jax.sharding.Mesh:
 
   Args:
     devices: devices to use; ``None`` = ``jax.devices()``.
-    axis_types: passed to ``jax.make_mesh`` (``None`` = JAX's default for the version).
+    axis_types: passed to ``jax.make_mesh`` (``None`` = ``Auto``).
   """
+  # Auto (GSPMD-propagated) sharding: the steps are written for the global batch and XLA inserts the
+  # collectives; Explicit axes would force sharding annotations into every vmapped op.
+  if axis_types is None:
+    axis_types = (jax.sharding.AxisType.Auto,)
   if devices is None:
     n = jax.device_count()
     return jax.make_mesh((n,), (DATA_AXIS,), axis_types)

@@ -99,7 +99,7 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tup
                                      out_size=image_size)
 
     def loss_fn(params):
-      model = nnx.merge(graphdef, params, state.rest)
+      model = nnx.merge(graphdef, params, state.rest, copy=True)
       loss, aux = spec.compute_loss(model, view1, view2, key=loss_key, hparams=hparams)
       _, _, new_rest = nnx.split(model, trainable_filter(config), ...)
       return loss, (aux, new_rest)
@@ -295,7 +295,10 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
       ckpt_now = (bool(config.checkpoint_every) and done % config.checkpoint_every == 0) or is_last
       if log_now or eval_now or ckpt_now:
         mean = flush_pending()
-        if log_now and mean is not None:
+        if done == start_step + 1:
+          logging.info("First step (compilation included) took %.1f s.", time.perf_counter() - t0)
+          progress.update(done)  # restart the rate clock after compilation
+        elif log_now and mean is not None:
           rates = progress.update(done)
           writer.write(done, {**{f"train/{k}": v for k, v in mean.items()},
                               "train/steps_per_sec": rates["steps_per_sec"]})
