@@ -168,9 +168,17 @@ def evaluate_split(setup: Setup, encode_fn, state, source, query_idx, database_i
   return metrics, q, db
 
 
-def _scalars(metrics: dict) -> dict[str, float]:
-  return {k: float(v) for k, v in metrics.items()
-          if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)}
+def _scalars(metrics: dict) -> dict[str, float | int]:
+  """The scalar entries of an evaluator result (ints stay ints)."""
+  out = {}
+  for k, v in metrics.items():
+    if isinstance(v, (bool, np.bool_)):
+      continue
+    if isinstance(v, (int, np.integer)):
+      out[k] = int(v)
+    elif isinstance(v, (float, np.floating)):
+      out[k] = float(v)
+  return out
 
 
 def _identity(config: Config) -> dict[str, Any]:
@@ -335,7 +343,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
              "map": float(metrics["map"]), "backbone": config.backbone,
              "tie_policy": "index", "steps": total_steps, "train_seconds": train_seconds,
              "best_val_map": best["val_map"] if best["step"] >= 0 else None,
-             **{k: v for k, v in _scalars(metrics).items() if k not in ("map", "topk")}}
+             **{k: v for k, v in _scalars(metrics).items()
+                if k not in ("map", "topk", "bits")}}
   if writer_process:
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)
