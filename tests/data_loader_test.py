@@ -187,3 +187,17 @@ def test_prefetcher_propagates_errors_and_closes():
   next(inf)
   inf.close()
   assert threading.active_count() <= before
+
+
+def test_abandoned_iterator_stops_its_thread():
+  import gc
+  import time as _time
+  before = threading.active_count()
+  it = loader.train_batches(_source(20), np.arange(20), batch_size=4, seed=0)
+  next(it)
+  del it
+  gc.collect()
+  deadline = _time.time() + 5
+  while threading.active_count() > before and _time.time() < deadline:
+    _time.sleep(0.05)
+  assert threading.active_count() <= before
