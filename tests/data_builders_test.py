@@ -1,4 +1,4 @@
-"""tfds builders (array_record, no TensorFlow): digits, image folders, archives, CIFAR-10, bad input."""
+"""tfds builders (array_record, no TensorFlow): digits, image folders, archives, CIFAR-10, errors."""
 
 import glob
 import io

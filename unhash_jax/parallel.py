@@ -51,9 +51,9 @@ def make_data_mesh(devices=None, *, axis_types=None) -> jax.sharding.Mesh:
   """
   if devices is None:
     n = jax.device_count()
-    return jax.make_mesh((n,), (DATA_AXIS,), axis_types)
+    return jax.make_mesh((n,), (DATA_AXIS,), axis_types=axis_types)
   devices = list(devices)
-  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types, devices=devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=axis_types, devices=devices)
 
 
 def data_sharding(mesh: jax.sharding.Mesh) -> jax.NamedSharding:

@@ -123,8 +123,8 @@ def load_source(dataset: str, *, data_dir: str | None = None, archive: str | Non
     data_dir: tfds data directory and cache (default :func:`default_data_dir`). The built
       array_record files go to ``<data_dir>/unhash_digits/`` or
       ``<data_dir>/unhash_image_folder/<name>_<fingerprint>/``.
-    archive: for ``cifar10`` / ``image_folder``: a tar archive (``.tar``, ``.tar.gz``, ...) or a folder
-      holding a ``<split>/<class>/<image>`` tree (directly or inside one top-level folder). A
+    archive: for ``cifar10`` / ``image_folder``: a tar archive (``.tar``, ``.tar.gz``, ...) or a
+      folder holding a ``<split>/<class>/<image>`` tree (directly or inside one top-level folder). A
       different archive (other content) or folder (other file list, sizes or times) builds anew.
     cache: keep the decoded images in a NumPy ``.npy`` next to the array_record files so warm loads
       are a single file read (the array_record files stay the source of truth).
@@ -142,16 +142,23 @@ def load_source(dataset: str, *, data_dir: str | None = None, archive: str | Non
   if dataset not in DATASETS:
     raise ValueError(f"Unknown dataset {dataset!r}; valid choices: {', '.join(DATASETS)}.")
   data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
+  t0 = time.perf_counter()
   if dataset == "digits":
     if archive is not None:
       raise ValueError("The digits data set ships with scikit-learn and takes no archive.")
-    return _load_digits(data_dir)
-  if dataset == "image_folder" and archive is None:
+    source = _load_digits(data_dir)
+  elif dataset == "image_folder" and archive is None:
     raise DataError("The image_folder data set needs archive= (a tar archive or a folder of "
                     "<split>/<class>/<image> files).")
-  if dataset == "cifar10" and archive is None:
-    return _load_tfds_cifar10(data_dir, download=download)
-  return _load_image_folder(dataset, archive, data_dir, cache=cache)
+  elif dataset == "cifar10" and archive is None:
+    source = _load_tfds_cifar10(data_dir, download=download)
+  else:
+    source = _load_image_folder(dataset, archive, data_dir, cache=cache)
+  splits = {s: int((source.official_split == s).sum()) for s in dict.fromkeys(source.official_split)}
+  logging.info("Loaded %s: %d images %s, %d classes, official splits %s (%.1f s, data_dir %s).",
+               source.name, len(source), source.image_shape, source.num_classes, splits,
+               time.perf_counter() - t0, data_dir)
+  return source
 
 
 # ----------------------------------------------------------------------------------------------
