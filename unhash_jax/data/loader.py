@@ -147,6 +147,11 @@ def _check_batch(batch_size: int, mesh) -> None:
   if mesh is not None and batch_size % mesh.devices.size:
     raise ValueError(f"batch_size {batch_size} must be divisible by the number of devices in the "
                      f"mesh ({mesh.devices.size}).")
+  if mesh is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    if batch_size % jax.process_count():
+      raise ValueError(f"batch_size {batch_size} must be divisible by the process count "
+                       f"{jax.process_count()}.")
 
 
 def train_batches(source, indices, *, batch_size: int, seed: int, start_step: int = 0, mesh=None,
