@@ -15,10 +15,11 @@ Multi-host: every host computes the same global batch of indices and reads only 
 sharded on ``"data"`` (``jax.make_array_from_process_local_data``). A background thread prepares
 the next ``prefetch`` batches (gather + transfer) while the accelerator works.
 
-Why not grain: images live in one in-memory ``uint8`` array, so a batch is one NumPy fancy index
-(about 1 ms for 256 CIFAR images); grain's per-record pipeline and worker machinery add overhead and
-its own shuffle algorithm, while this module needs an exact ``(seed, epoch)`` permutation and O(1)
-resume. A single prefetch thread is enough to hide the host work.
+Why not grain: images live in one in-memory ``uint8`` array, so a batch is one NumPy fancy index.
+grain's ``MapDataset.range(n).shuffle().repeat().batch().map(gather)`` delivered about 95 batches/s
+of 256 CIFAR-sized images here versus about 3,300 for this module (2 shared CPU cores, medians of 3);
+grain's shuffle is also its own algorithm, while the batches here are a documented function of
+``(seed, step)``. A single prefetch thread is enough to hide the host work.
 """
 
 from __future__ import annotations
