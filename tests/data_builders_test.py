@@ -1,4 +1,4 @@
-"""tfds builders (array_record, no TensorFlow): digits, image folders, archives, CIFAR-10, bad input."""
+"""tfds builders (array_record, no TensorFlow): digits, image folders, archives, CIFAR-10, errors."""
 
 import glob
 import io
@@ -255,12 +255,20 @@ def test_bad_layouts_and_images(tmp_path):
 # CIFAR-10 from the shared archive
 
 
-@pytest.mark.slow
-def test_cifar10_from_shared_archive(tmp_path, shared_data_dir):
-  from PIL import Image
-  archive = os.path.join(shared_data_dir, "cifar10-jpeg.tar.gz")
+@pytest.fixture
+def cifar_archive(request):
+  """The shared CIFAR-10 archive; $UNHASH_JAX_SHARED_DATA overrides the conftest location."""
+  folder = os.environ.get("UNHASH_JAX_SHARED_DATA") or request.getfixturevalue("shared_data_dir")
+  archive = os.path.join(folder, "cifar10-jpeg.tar.gz")
   if not os.path.exists(archive):
     pytest.skip(f"{archive} not present")
+  return archive
+
+
+@pytest.mark.slow
+def test_cifar10_from_shared_archive(tmp_path, cifar_archive):
+  from PIL import Image
+  archive = cifar_archive
   dd = str(tmp_path / "dd")
   src = builders.load_source("cifar10", data_dir=dd, archive=archive)
   assert src.name == "cifar10" and len(src) == 60000 and src.image_shape == (32, 32, 3)
@@ -284,3 +292,15 @@ def test_cifar10_from_shared_archive(tmp_path, shared_data_dir):
   assert warm_s < 30, warm_s  # generous: the machine is shared
   s = protocols.make_splits("cifar10-i", src, seed=0)
   assert s.counts()["database"] == 54000
+
+
+def test_tfds_cifar10_path_with_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+  with pytest.raises(builders.DataError, match="archive=") as e:
+    builders.load_source("cifar10", data_dir=str(tmp_path))  # not prepared, no download
+  assert str(tmp_path) in str(e.value)
+  with tfds.testing.mock_data(num_examples=7):
+    src = builders.load_source("cifar10", data_dir=str(tmp_path))
+  assert len(src) == 14 and src.image_shape == (32, 32, 3) and src.images.dtype == np.uint8
+  assert src.official_split.tolist() == ["train"] * 7 + ["test"] * 7
+  assert src.class_names == builders.CIFAR10_CLASSES and src.labels.max() < 10

@@ -115,7 +115,7 @@ def default_data_dir() -> str:
 
 
 def load_source(dataset: str, *, data_dir: str | None = None, archive: str | None = None,
-                cache: bool = True) -> Source:
+                cache: bool = True, download: bool = False) -> Source:
   """Builds (once) and reads a data set; later calls with the same inputs only read.
 
   Args:
@@ -123,11 +123,14 @@ def load_source(dataset: str, *, data_dir: str | None = None, archive: str | Non
     data_dir: tfds data directory and cache (default :func:`default_data_dir`). The built
       array_record files go to ``<data_dir>/unhash_digits/`` or
       ``<data_dir>/unhash_image_folder/<name>_<fingerprint>/``.
-    archive: for ``cifar10`` / ``image_folder``: a tar archive (``.tar``, ``.tar.gz``, ...) or a folder
-      holding a ``<split>/<class>/<image>`` tree (directly or inside one top-level folder). A
+    archive: for ``cifar10`` / ``image_folder``: a tar archive (``.tar``, ``.tar.gz``, ...) or a
+      folder holding a ``<split>/<class>/<image>`` tree (directly or inside one top-level folder). A
       different archive (other content) or folder (other file list, sizes or times) builds anew.
     cache: keep the decoded images in a NumPy ``.npy`` next to the array_record files so warm loads
       are a single file read (the array_record files stay the source of truth).
+    download: only for ``cifar10`` without ``archive``: let tfds download and prepare its
+      ``cifar10`` when it is not prepared in ``data_dir`` (needs internet; off by default because
+      an offline attempt retries for minutes before failing).
 
   Returns:
     The :class:`Source` with all images in memory.
@@ -139,16 +142,23 @@ def load_source(dataset: str, *, data_dir: str | None = None, archive: str | Non
   if dataset not in DATASETS:
     raise ValueError(f"Unknown dataset {dataset!r}; valid choices: {', '.join(DATASETS)}.")
   data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
+  t0 = time.perf_counter()
   if dataset == "digits":
     if archive is not None:
       raise ValueError("The digits data set ships with scikit-learn and takes no archive.")
-    return _load_digits(data_dir)
-  if dataset == "image_folder" and archive is None:
+    source = _load_digits(data_dir)
+  elif dataset == "image_folder" and archive is None:
     raise DataError("The image_folder data set needs archive= (a tar archive or a folder of "
                     "<split>/<class>/<image> files).")
-  if dataset == "cifar10" and archive is None:
-    return _load_tfds_cifar10(data_dir)
-  return _load_image_folder(dataset, archive, data_dir, cache=cache)
+  elif dataset == "cifar10" and archive is None:
+    source = _load_tfds_cifar10(data_dir, download=download)
+  else:
+    source = _load_image_folder(dataset, archive, data_dir, cache=cache)
+  splits = {s: int((source.official_split == s).sum()) for s in dict.fromkeys(source.official_split)}
+  logging.info("Loaded %s: %d images %s, %d classes, official splits %s (%.1f s, data_dir %s).",
+               source.name, len(source), source.image_shape, source.num_classes, splits,
+               time.perf_counter() - t0, data_dir)
+  return source
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,7 +271,7 @@ def _read_all(builder, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray, n
     ds = builder.as_data_source(split)
     chunk = 4096
     for start in range(0, len(ds), chunk):
-      for rec in ds.__getitems__(range(start, min(start + chunk, len(ds)))):
+      for rec in _records(ds, start, min(start + chunk, len(ds))):
         j = int(rec["index"])
         images[j] = rec["image"]
         labels[j] = rec["label"]
@@ -573,30 +583,42 @@ def _cached_arrays(builder, builder_dir: str, splits):
 # tfds's own cifar10
 
 
-def _load_tfds_cifar10(data_dir: str) -> Source:
-  """tfds's ``cifar10`` (prepared in ``data_dir``, or downloaded when there is internet).
+def _records(ds, start: int, stop: int) -> list:
+  """Records ``start..stop-1`` of a tfds data source (batched read where supported)."""
+  try:
+    return list(ds.__getitems__(range(start, stop)))
+  except TypeError:  # tfds.testing.mock_data's source has no working __getitems__
+    return [ds[i] for i in range(start, stop)]
 
-  Reads with ``tfds.data_source`` (array_record). Preparing tfds's ``cifar10`` encodes PNG images
-  and needs TensorFlow (``pip install unhash_jax[tf]``) or an already prepared copy. Source order:
-  ``train`` records then ``test`` records, each in stored order.
+
+def _load_tfds_cifar10(data_dir: str, *, download: bool) -> Source:
+  """tfds's ``cifar10`` read with ``tfds.data_source`` (array_record, no TensorFlow to read).
+
+  It must be prepared in ``data_dir`` as array_record, or be downloadable (internet, and
+  TensorFlow for tfds's PNG encoding during preparation). Source order: ``train`` records then
+  ``test`` records, each in stored order (fixed for a given prepared copy).
   """
   tfds = _tfds()
   try:
-    builder = tfds.builder("cifar10", data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-      builder.download_and_prepare(file_format="array_record")
-    parts = {s: builder.as_data_source(s) for s in ("train", "test")}
+    train, test = tfds.data_source("cifar10", split=["train", "test"], data_dir=data_dir,
+                                   download=download)
   except Exception as e:  # pylint: disable=broad-except
     raise DataError(
-        f"{data_dir}: tfds's cifar10 is not prepared there and could not be built ({e}). Pass the "
-        "CIFAR-10 JPEG archive instead (archive=/path/cifar10-jpeg.tar.gz).") from e
-  images, labels, split = [], [], []
-  for s, ds in parts.items():
-    for rec in ds.__getitems__(range(len(ds))):
-      images.append(np.asarray(rec["image"], np.uint8))
-      labels.append(int(rec["label"]))
-      split.append(s)
-  images = np.stack(images)
-  return Source(name="cifar10", images=images, labels=np.asarray(labels, np.int32),
-                official_split=np.asarray(split), class_names=CIFAR10_CLASSES,
-                image_shape=tuple(images.shape[1:]))
+        f"{data_dir}: tfds's cifar10 is not prepared there as array_record"
+        + (" and could not be downloaded" if download else " (download=False)")
+        + f" ({type(e).__name__}: {e}). Pass the CIFAR-10 JPEG archive instead "
+        "(archive=/path/cifar10-jpeg.tar.gz)" + ("." if download else ", or allow download=True.")
+    ) from e
+  num = len(train) + len(test)
+  images = np.empty((num, 32, 32, 3), np.uint8)
+  labels = np.empty((num,), np.int32)
+  j = 0
+  for ds in (train, test):
+    for start in range(0, len(ds), 4096):
+      for rec in _records(ds, start, min(start + 4096, len(ds))):
+        images[j] = rec["image"]
+        labels[j] = rec["label"]
+        j += 1
+  split = np.asarray(["train"] * len(train) + ["test"] * len(test))
+  return Source(name="cifar10", images=images, labels=labels, official_split=split,
+                class_names=CIFAR10_CLASSES, image_shape=(32, 32, 3))
