@@ -268,7 +268,7 @@ def test_average_policy_equals_exhaustive_tie_average(seed):
 
 @st.composite
 def small_problem(draw):
-  bits = draw(st.integers(1, 40))
+  bits = draw(st.sampled_from([1, 5, 32, 40]))  # few distinct shapes: fewer compilations
   nq = draw(st.integers(1, 5))
   ndb = draw(st.integers(1, 25))
   seed = draw(st.integers(0, 2**31 - 1))
