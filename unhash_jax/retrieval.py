@@ -29,10 +29,13 @@ holds at most ``block_pairs`` query×database pairs. Per block the device return
   sort's first pass). Everything except the ``"index"`` tie order is a closed form over these histograms,
   evaluated on the host in float64 (harmonic-number differences in extended precision), so the
   ``average``/``optimistic``/``pessimistic`` policies and the radius PR curve never sort;
-* for the ``"index"`` policy only, the relevance bits of the top-k items in rank order, selected with
-  ``lax.top_k`` on the exact composite key ``d·n + j`` (float32 is exact while ``(bits+2)·n < 2^24``; the
-  database is chunked so that this always holds) and merged across chunks and devices on the same key.
-  The AP sums are then accumulated in float64 on the host from integer cumulative counts.
+* for the ``"index"`` policy only, the relevance bits of the top-k items in rank order. Selection is
+  exact and two-stage (:func:`_select`): block minima over contiguous blocks of ``g ≈ sqrt(n/k)`` items
+  are computed fused with the popcount, ``lax.top_k`` picks the k best blocks, then the k best of their
+  ``k·g`` items, always on the unique composite key ``d·n + j`` so the result does not depend on whether
+  a backend's top-k is stable (float32 is exact while ``(bits+2)·n < 2^24``; the database is chunked so
+  that this holds). Candidates are merged across chunks and devices on the same kind of key, and the AP
+  sums are accumulated in float64 on the host from integer cumulative counts.
 
 With more than one device the database rows are sharded over a 1-D mesh (``jax.NamedSharding``) and each
 device ranks its shard inside ``jax.shard_map``: histograms are summed with ``psum`` and per-shard top-k
