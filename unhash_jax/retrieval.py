@@ -650,9 +650,11 @@ def average_precision(query_codes: Any, database_codes: Any, query_labels: Any, 
     Tie-aware AP: McSherry & Najork, ECIR 2008; He et al., CVPR 2018. Protocol: methods.md §1.
 
   Examples:
+    Distances 1, 0, 2 and relevance 1, 0, 1 rank as [0, 1, 1]: AP = (1/2 + 2/3) / 2.
+
     >>> q = np.array([[1, 1]]); db = np.array([[1, -1], [1, 1], [-1, -1]])
     >>> average_precision(q, db, np.array([0]), np.array([0, 1, 0])).round(4).tolist()
-    [0.8333]
+    [0.5833]
   """
   bits, ndb, k, hist, rel_sorted = _run(
       query_codes, database_codes, query_labels, database_labels, topk=topk, tie_policy=tie_policy,
@@ -678,9 +680,11 @@ def mean_average_precision(query_codes: Any, database_codes: Any, query_labels: 
   are excluded).
 
   Examples:
+    The second query has no relevant item: AP 0, still counted.
+
     >>> q = np.array([[1, 1], [-1, -1]]); db = np.array([[1, -1], [1, 1], [-1, -1]])
     >>> round(mean_average_precision(q, db, np.array([0, 2]), np.array([0, 1, 0])), 4)
-    0.4167
+    0.2917
   """
   ap = average_precision(query_codes, database_codes, query_labels, database_labels, topk=topk,
                          tie_policy=tie_policy, mode=mode, devices=devices, block_pairs=block_pairs,
