@@ -292,7 +292,8 @@ def test_sequential_fallback_equals_parallel_rounds(x64, max_rounds, kl):
 def test_check_grads(x64, op, regularization, eps):
   x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 6)))
   w = jnp.asarray(np.random.default_rng(6).normal(size=(2, 6)))
-  f = lambda v: jnp.sum(w * op(v, regularization_strength=eps, regularization=regularization))
+  f = jax.jit(lambda v: jnp.sum(w * op(v, regularization_strength=eps,
+                                       regularization=regularization)))
   check_grads(f, (x,), order=2, modes=("fwd", "rev"), eps=1e-6)
 
 

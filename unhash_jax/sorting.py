@@ -272,9 +272,8 @@ def _pav_partition(p, q, kl, max_rounds=8):
   decreasing). Pool-adjacent-violators yields the same solution whatever the order in which
   adjacent violators are pooled, which allows:
 
-  1. up to ``max_rounds`` data-parallel rounds, each pooling every maximal non-increasing-free
-     run (every run of non-decreasing block values is one block of the solution's pooling
-     sequence), O(n) vectorised work per round; typical data converge in 1–5 rounds;
+  1. up to ``max_rounds`` data-parallel rounds, each pooling every maximal run of non-decreasing
+     block values at once (pooling such a run left to right is a valid PAV sequence), O(n) vectorised work per round; typical data converge in 1–5 rounds;
   2. for columns still not converged, the classic sequential stack PAV over the remaining
      blocks (O(#blocks) steps, vectorised over columns), so the worst case stays O(n) steps.
   """
@@ -292,7 +291,9 @@ def _pav_partition(p, q, kl, max_rounds=8):
   init = (jnp.ones((n, b), bool), jnp.ones((b,), bool), jnp.int32(0))
   is_start, changed, _ = jax.lax.while_loop(
       lambda s: jnp.any(s[1]) & (s[2] < max_rounds), round_, init)
-  return _sequential_pav(p, q, is_start, changed, kl)
+  # Typical inputs converge within the rounds: skip the stack PAV's setup entirely then.
+  return jax.lax.cond(jnp.any(changed),
+                      lambda a: _sequential_pav(p, q, a, changed, kl), lambda a: a, is_start)
 
 
 def _sequential_pav(p, q, is_start, todo, kl):
