@@ -77,10 +77,6 @@ def create_train_state(config: Config, input_shape, mesh: jax.sharding.Mesh
   return setup, state
 
 
-def _global_norm(tree) -> jax.Array:
-  return optax.global_norm(jax.tree.leaves(tree))
-
-
 def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
   """Returns ``train_step(state, batch, base_key) -> (state, metrics)``, jit-compiled, state donated.
 
@@ -107,8 +103,8 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tup
     (loss, (aux, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **aux, "grad_norm": _global_norm(grads),
-               "param_norm": _global_norm(params)}
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(params)}
     new_state = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
     return new_state, metrics
 
