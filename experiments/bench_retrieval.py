@@ -20,6 +20,7 @@ Usage:
   python experiments/bench_retrieval.py                  # full table
   python experiments/bench_retrieval.py --quick          # 1,000 queries, 64 bits + one multi-label row
   python experiments/bench_retrieval.py --memory         # 10,000 × 1,000,000 at 64 bits, peak RSS
+  python experiments/bench_retrieval.py --only labels    # only the multi-label rows
   python experiments/bench_retrieval.py --out experiments/results/bench_retrieval.json
 """
 
@@ -207,6 +208,8 @@ def main():
   ap.add_argument("--memory", action="store_true", help="10k x 1M at 64 bits in a subprocess; peak RSS")
   ap.add_argument("--memory-child", nargs=4, type=int, help=argparse.SUPPRESS)
   ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--only", default=None,
+                  help="comma-separated substrings; run only workloads whose name contains one")
   ap.add_argument("--out", default=None, help="JSON output path")
   args = ap.parse_args()
 
@@ -237,6 +240,9 @@ def main():
           rows.append((f"cifar {nq // 1000}k q", nq, 59000, bits, 10, False, 1000))
       rows += [("nus-like 21 labels 1k q", 1000, 59000, 32, 21, True, 5000),
                ("coco-like 80 labels 1k q", 1000, 59000, 32, 80, True, 5000)]
+    if args.only:
+      keep = [w.strip() for w in args.only.split(",")]
+      rows = [r for r in rows if any(w in r[0] for w in keep)]
     results = run_table(rows, args.repeats, skip_numpy_above=10_000 * 59_000)
     meta["load_avg_end"] = os.getloadavg()
     print()

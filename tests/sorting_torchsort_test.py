@@ -31,4 +31,6 @@ def test_values_and_grads_match_torchsort(regularization, eps):
   xt = torch.from_numpy(x).requires_grad_(True)
   (torch.from_numpy(w) * torchsort.soft_rank(xt, **kw)).sum().backward()
   g = jax.grad(lambda v: jnp.sum(w * sorting.soft_rank(v, **kw)))(jnp.asarray(x))
-  np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-3, atol=1e-4)
+  # torchsort finds blocks by comparing float32 solution values (|Δ| ≤ 1e-9), so at small ε
+  # its KL gradient carries ~1e-4 float32 noise where ours is exactly 0.
+  np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-3, atol=1e-3)
