@@ -455,3 +455,19 @@ def test_erase_probability_is_respected():
   recipe = aug.Recipe(erase_prob=0.3, erase_scale=(0.02, 0.15))
   x = np.asarray(aug.augment(images, jax.random.key(0), recipe, out_size=8))
   assert abs((x.reshape(400, -1) == 0).any(axis=1).mean() - 0.3) < 0.07
+
+
+@pytest.mark.multidevice
+def test_batch_sharded_over_devices_gives_the_same_views():
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 (fake CPU) devices")
+  mesh = jax.make_mesh((8,), ("data",))
+  images = _images(16, 8, 8, 1)
+  sharded = jax.device_put(images, jax.NamedSharding(mesh, jax.P("data")))
+  got = aug.augment(sharded, jax.random.key(4), "digits", out_size=8)
+  np.testing.assert_allclose(got, aug.augment(images, jax.random.key(4), "digits", out_size=8),
+                             atol=1e-6)
+  assert got.sharding.is_equivalent_to(sharded.sharding, 4)
+  v1, _ = aug.two_views(sharded, jax.random.key(4), "digits", out_size=8)
+  np.testing.assert_allclose(v1, aug.two_views(images, jax.random.key(4), "digits", out_size=8)[0],
+                             atol=1e-6)

@@ -654,6 +654,19 @@ def _check_inputs(images, recipe, out_size):
   return images, recipe, int(out_size)
 
 
+def _like_batch(keys, images):
+  """Shards the per-example keys like the images' batch axis (needed under explicit sharding).
+
+  With ``jax.make_mesh`` explicit axes, ``vmap`` refuses a batch axis sharded on ``data`` for the images
+  but replicated for the keys; under automatic sharding the type carries no spec and this is a no-op.
+  """
+  sharding = getattr(jax.typeof(images), "sharding", None)
+  spec = getattr(sharding, "spec", None)
+  if not spec or spec[0] is None:
+    return keys
+  return jax.reshard(keys, jax.NamedSharding(sharding.mesh, jax.P(spec[0])))
+
+
 def _normalize(x, recipe: Recipe):
   """``(x − mean) / std``; 3-entry statistics on one-channel images use their averages."""
   mean, std = recipe.mean, recipe.std
@@ -680,7 +693,7 @@ def augment(images: jax.Array, key: jax.Array, recipe: Recipe | str, *, out_size
     ValueError: bad shapes, dtypes, recipe or out_size (at trace time).
   """
   images, recipe, out_size = _check_inputs(images, recipe, out_size)
-  keys = jax.random.split(key, images.shape[0])
+  keys = _like_batch(jax.random.split(key, images.shape[0]), images)
   views = jax.vmap(lambda im, k: _augment_one(im, k, recipe, out_size))(images, keys)
   return _normalize(views, recipe)
 
