@@ -82,6 +82,7 @@ flags.DEFINE_list("cases", ["features", "cnn"], "workloads: features, cnn")
 flags.DEFINE_integer("bits", 64, "code length K")
 flags.DEFINE_float("feature_dropout", 0.5, "dropout on the 4096-d features (both sides)")
 flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads")
+flags.DEFINE_bool("check", True, "run the JAX/PyTorch equivalence check before timing")
 flags.DEFINE_bool("library_step", True, "also time unhash_jax.train's full step (cnn, needs augment)")
 
 CHECK_STEPS = 3
@@ -398,13 +399,13 @@ def make_library_runner(bits: int):
 
 
 def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int,
-               library_step: bool) -> dict:
+               library_step: bool, check: bool = True) -> dict:
   batch = 64 if case == "features" else 128
   dropout = dropout if case == "features" else 0.0
   result: dict = {"case": case, "steps_per_repeat": steps, "repeats": repeats, "batch": batch, "bits": bits, "feature_dropout": dropout,
                   "input": "[64, 4096] features" if case == "features" else
                   "[128, 32, 32, 3] float32 (torch: [128, 3, 32, 32])"}
-  if torch is not None:
+  if torch is not None and check:
     t0 = time.perf_counter()
     check = check_equivalence(case, bits)
     result["check"] = check
@@ -512,7 +513,8 @@ def main(argv):
       raise app.UsageError(f"unknown case {case!r}; valid: features, cnn")
     results.append(bench_case(case, bits=FLAGS.bits, dropout=FLAGS.feature_dropout,
                               steps=steps_of(case),
-                              repeats=repeats, library_step=FLAGS.library_step))
+                              repeats=repeats, library_step=FLAGS.library_step,
+                              check=FLAGS.check))
   info["loadavg_after"] = _bench_utils.machine_info()["loadavg_1_5_15"]
   print_table(results)
   if FLAGS.out:
