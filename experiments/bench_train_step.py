@@ -29,6 +29,12 @@ interleaved (so machine-load spikes hit both alike), median per contender; JAX i
 ``jax.block_until_ready`` on the final state and loss (PyTorch CPU eager is synchronous).
 ``torch.set_num_threads(2)``; JAX uses its default CPU thread pool.
 
+Threads matter more than the framework on a loaded machine: with other processes on the 2 cores,
+PyTorch's 2 OpenMP threads lose most of their speed (in our runs torch with ``--torch_threads 1`` was
+5× faster on ``features`` than with 2), so compare at the best thread setting of each side
+(``--torch_threads`` here; ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
+intra_op_parallelism_threads=1"`` for a single-threaded XLA) and quote the machine load.
+
 Usage (the JAX stack plus ``torch==2.13.0`` CPU in one environment, see the README section)::
 
   /work/venv-torch/bin/python experiments/bench_train_step.py \
