@@ -43,6 +43,14 @@ class MLPBackbone(nnx.Module):
     return Features(h, h[:, None, :])
 
 
+def _max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2×2/stride-2 max-pooling as a reshape + max: same forward as ``reduce_window``, but XLA:CPU's
+  backward is ~4.7× faster (measured in experiments/bench_train_step.py). Ties share the gradient."""
+  b, h, w, c = x.shape
+  x = x[:, : h - h % 2, : w - w % 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class SmallCNN(nnx.Module):
   """``[Conv3×3 → BatchNorm → ReLU] × 2`` per stage with 2×2 max-pooling between stages.
 
@@ -68,7 +76,7 @@ class SmallCNN(nnx.Module):
     for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
       h = jax.nn.relu(norm(conv(h), use_running_average=not train))
       if i % 2 == 1 and i // 2 < self.num_stages - 1:
-        h = nnx.max_pool(h, (2, 2), strides=(2, 2))
+        h = _max_pool_2x2(h)
     tokens = h.reshape(h.shape[0], -1, h.shape[-1])
     return Features(tokens.mean(axis=1), tokens)
 
