@@ -74,3 +74,12 @@ def test_unfrozen_backbone_updates_batch_stats():
   images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1), dtype=np.uint8)
   state, _ = train.make_train_step(setup)(state, {"image": jnp.asarray(images)}, jax.random.key(0))
   assert not np.array_equal(mean_before, np.asarray(state.rest["backbone"]["norm"]["mean"][...]))
+
+
+def test_max_pool_2x2_matches_a_numpy_loop():
+  from unhash_jax.models.backbones import _max_pool_2x2
+  x = np.random.default_rng(0).normal(size=(2, 7, 6, 3)).astype(np.float32)
+  expect = np.zeros((2, 3, 3, 3), np.float32)
+  for b, i, j, c in np.ndindex(expect.shape):
+    expect[b, i, j, c] = x[b, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c].max()
+  np.testing.assert_array_equal(_max_pool_2x2(jnp.asarray(x)), expect)
