@@ -144,11 +144,16 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--repeats", type=int, default=15)
   ap.add_argument("--budget-s", type=float, default=30.0, help="time cap per size")
+  ap.add_argument("--torch-threads", type=int, default=1,
+                  help="torch intra-op threads; 2 threads showed a ~190 ms floor per call from "
+                       "256x256 up on the shared 2-core machine, 1 thread did not")
   ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                 "bench_sorting.json"))
   args = ap.parse_args()
   if TORCHSORT_MISSING:
     print(TORCHSORT_MISSING, file=sys.stderr)
+  else:
+    torch.set_num_threads(args.torch_threads)
   main_rows = _bench(SIZES, ["ours", "torchsort", "neuralsort"], args.repeats, args.budget_s)
   scaling = _bench([(SCALING_BATCH, n) for n in SCALING_N], ["ours", "torchsort"], args.repeats,
                    args.budget_s)
@@ -162,6 +167,7 @@ def main():
       "what": "median ms of value_and_grad(sum(w * soft_rank(x))), L2, strength 1, float32",
       "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                   "jax": jax.__version__, "torch": getattr(torch, "__version__", None),
+                  "torch_threads": args.torch_threads if torch is not None else None,
                   "loadavg_at_end": os.getloadavg()},
       "torchsort_note": TORCHSORT_MISSING,
       "sizes": main_rows,

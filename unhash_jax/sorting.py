@@ -427,8 +427,8 @@ def soft_rank(values: jax.Array, *, regularization_strength=1.0, regularization:
   Examples:
     >>> soft_rank(jnp.array([[2.0, 0.0, 5.0]]), regularization_strength=0.1).tolist()
     [[2.0, 1.0, 3.0]]
-    >>> soft_rank(jnp.array([2.0, 0.0, 5.0]), regularization_strength=2.0).round(3).tolist()
-    [2.0, 1.25, 2.75]
+    >>> soft_rank(jnp.array([0.0, 5.0, 10.0]), regularization_strength=10.0).tolist()
+    [1.5, 2.0, 2.5]
   """
   x, d = _check_args("soft_rank", values, regularization_strength, regularization, direction)
   rows, restore = _to_rows(x, axis)
@@ -468,10 +468,10 @@ def soft_sort(values: jax.Array, *, regularization_strength=1.0, regularization:
     Soft-sorted values with the shape of ``values``.
 
   Examples:
-    >>> soft_sort(jnp.array([2.0, 0.0, 5.0]), regularization_strength=0.1).tolist()
-    [0.0, 2.0, 5.0]
-    >>> soft_sort(jnp.array([2.0, 0.0, 5.0]), regularization_strength=2.0).round(3).tolist()
-    [0.75, 2.0, 4.25]
+    >>> soft_sort(jnp.array([2.0, 1.0, 5.0]), regularization_strength=0.1).tolist()
+    [1.0, 2.0, 5.0]
+    >>> soft_sort(jnp.array([10.0, 0.0, 5.0]), regularization_strength=2.0).tolist()
+    [4.5, 5.0, 5.5]
   """
   x, d = _check_args("soft_sort", values, regularization_strength, regularization, direction)
   rows, restore = _to_rows(x, axis)
