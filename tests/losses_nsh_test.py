@@ -1,5 +1,6 @@
 """NSH loss against an independent float64 numpy implementation of methods.md §2.2 (loops)."""
 
+import functools
 import math
 
 import jax
@@ -68,6 +69,16 @@ def _problem(seed, n, k, d, *, spread=1.5):
   return b1, b2, l1, l2
 
 
+@functools.cache
+def _jitted(**kw):
+  """``nsh_loss_with_aux`` with keyword arguments bound, jit-compiled once per setting (fast)."""
+  return jax.jit(functools.partial(nsh_loss_with_aux, **kw))
+
+
+def _loss(*args, **kw):
+  return _jitted(**kw)(*args)[0]
+
+
 def _f32(*arrays):
   return tuple(jnp.asarray(a, jnp.float32) for a in arrays)
 
@@ -75,8 +86,8 @@ def _f32(*arrays):
 CASES = [
     # n, k, d, kwargs
     (3, 2, 4, {}),
-    (6, 16, 8, {}),                       # n < d: the Gram path under "auto"
-    (9, 8, 5, {}),                        # n > d: the dense path under "auto"
+    (6, 16, 8, {}),                       # n < d
+    (9, 8, 5, {}),                        # n > d
     (7, 32, 12, {"m": 1, "tau_nce": 0.1}),
     (8, 16, 6, {"m": 3, "lam": 0.5, "tau_sort": 0.2}),
     (6, 16, 8, {"renorm": False}),
@@ -96,12 +107,12 @@ def _kwargs(ref_kwargs):
   return {_KW[k]: v for k, v in ref_kwargs.items()}
 
 
-@pytest.mark.parametrize("gather", ["auto", "dense", "gram"])
+@pytest.mark.parametrize("gather", ["dense", "gram"])
 @pytest.mark.parametrize("n,k,d,kw", CASES)
 def test_value_matches_float64_reference(n, k, d, kw, gather):
   args = _problem(n * 100 + k + d, n, k, d)
   expect, expect_snce, expect_q = _np_nsh(*args, **kw)
-  got, aux = nsh_loss_with_aux(*_f32(*args), gather=gather, **_kwargs(kw))
+  got, aux = _jitted(gather=gather, **_kwargs(kw))(*_f32(*args))
   assert got.dtype == jnp.float32 and got.shape == ()
   np.testing.assert_allclose(float(got), expect, rtol=2e-5, atol=2e-6)
   np.testing.assert_allclose(float(aux["sorted_nce"]), expect_snce, rtol=2e-5, atol=2e-6)
@@ -113,9 +124,17 @@ def test_value_matches_reference_in_float64(x64):
   for kw in ({}, {"double": True}, {"renorm": False, "m": 1}, {"hard": True}):
     expect = _np_nsh(*args, **kw)[0]
     for gather in ("dense", "gram"):
-      got = nsh_loss(*(jnp.asarray(a) for a in args), gather=gather, **_kwargs(kw))
+      got = _loss(*(jnp.asarray(a) for a in args), gather=gather, **_kwargs(kw))
       assert got.dtype == jnp.float64
       np.testing.assert_allclose(float(got), expect, rtol=1e-11)
+
+
+@pytest.mark.parametrize("n,d", [(6, 8), (9, 5)])
+def test_auto_gather_equals_both_forms(n, d):
+  args = _f32(*_problem(n, n, 8, d))
+  auto = float(_loss(*args))
+  for gather in ("dense", "gram"):
+    np.testing.assert_allclose(float(_loss(*args, gather=gather)), auto, rtol=1e-5)
 
 
 def test_hand_computed_hard_sort():
@@ -126,31 +145,31 @@ def test_hand_computed_hard_sort():
   tau = 0.3
   a = 1 / tau
   # m = 1: −log(e^a / (e^a + 2)).
-  got = nsh_loss(b, b, z, z, num_positives=1, nce_temperature=tau, sort_hard=True)
+  got = _loss(b, b, z, z, num_positives=1, nce_temperature=tau, sort_hard=True)
   np.testing.assert_allclose(float(got), math.log1p(2 * math.exp(-a)), rtol=1e-6)
   # m = 2: rank 0 → −log(e^a/(e^a + 1)); rank 1 (score 0) → −log(1/2); averaged.
-  got = nsh_loss(b, b, z, z, num_positives=2, nce_temperature=tau, sort_hard=True)
+  got = _loss(b, b, z, z, num_positives=2, nce_temperature=tau, sort_hard=True)
   np.testing.assert_allclose(float(got), 0.5 * (math.log1p(math.exp(-a)) + math.log(2)),
                              rtol=1e-6)
   # Double softmax, m = 1: q = softmax([a, 0, 0]); −log softmax(q)₀.
   q = np.exp([a, 0.0, 0.0]) / np.exp([a, 0.0, 0.0]).sum()
   expect = -(q[0] - math.log(np.exp(q).sum()))
-  got = nsh_loss(b, b, z, z, num_positives=1, nce_temperature=tau, sort_hard=True,
+  got = _loss(b, b, z, z, num_positives=1, nce_temperature=tau, sort_hard=True,
                  strict_double_softmax=True)
   np.testing.assert_allclose(float(got), expect, rtol=1e-6)
 
 
 def test_default_sort_temperature_is_one_over_bits():
   args = _f32(*_problem(1, 6, 16, 8))
-  np.testing.assert_allclose(float(nsh_loss(*args)), float(nsh_loss(*args, sort_temperature=1 / 16)),
+  np.testing.assert_allclose(float(_loss(*args)), float(_loss(*args, sort_temperature=1 / 16)),
                              rtol=1e-6)
-  assert abs(float(nsh_loss(*args)) - float(nsh_loss(*args, sort_temperature=0.5))) > 1e-4
+  assert abs(float(_loss(*args)) - float(_loss(*args, sort_temperature=0.5))) > 1e-4
 
 
 def test_quantization_weight_scales_the_quantization_term_only():
   args = _f32(*_problem(2, 6, 8, 8))
-  l0, aux = nsh_loss_with_aux(*args, quantization_weight=0.0)
-  l2 = nsh_loss(*args, quantization_weight=2.0)
+  l0, aux = _jitted(quantization_weight=0.0)(*args)
+  l2 = _loss(*args, quantization_weight=2.0)
   np.testing.assert_allclose(float(l0), float(aux["sorted_nce"]), rtol=1e-6)
   np.testing.assert_allclose(float(l2), float(aux["sorted_nce"] + 2 * aux["quantization"]),
                              rtol=1e-6)
@@ -169,9 +188,11 @@ def test_gradient_matches_finite_differences_of_reference():
 
   with jax.enable_x64(True):
     for gather in ("dense", "gram"):
-      f = lambda a1, a2, l1, l2: nsh_loss(jnp.tanh(a1), jnp.tanh(a2), l1, l2, gather=gather,
-                                          **_kwargs(kw))
-      grads = jax.grad(f, argnums=(0, 1, 2, 3))(*(jnp.asarray(x) for x in (a1, a2, l1, l2)))
+      def f(a1, a2, l1, l2, gather=gather):
+        return nsh_loss(jnp.tanh(a1), jnp.tanh(a2), l1, l2, gather=gather, **_kwargs(kw))
+
+      x64_inputs = (jnp.asarray(x) for x in (a1, a2, l1, l2))
+      grads = jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))(*x64_inputs)
       inputs = [a1, a2, l1, l2]
       eps = 1e-6
       for which, g in enumerate(grads):
@@ -192,14 +213,15 @@ def test_check_grads_and_finite_gradients_reach_both_inputs(kw):
   if not kw.get("sort_hard"):  # a straight-through gradient is not the derivative of the forward
     with jax.enable_x64(True):
       x = tuple(jnp.asarray(a) for a in args)
-      f = lambda *x: nsh_loss(*x, **kw)
+      f = jax.jit(lambda *x: nsh_loss(*x, **kw))
       check_grads(f, x, order=1, modes=("rev",), atol=1e-6, rtol=1e-5)
-  grads = jax.grad(lambda *x: nsh_loss(*x, **kw), argnums=(0, 1, 2, 3))(*_f32(*args))
+  grads = jax.jit(jax.grad(lambda *x: nsh_loss(*x, **kw), argnums=(0, 1, 2, 3)))(*_f32(*args))
   for g in grads:
     g = np.asarray(g)
     assert np.isfinite(g).all() and np.abs(g).max() > 0
   # Without the quantization term the codes still learn, through the sorter alone.
-  g_codes = jax.grad(lambda *x: nsh_loss(*x, quantization_weight=0.0, **kw))(*_f32(*args))
+  g_codes = jax.jit(jax.grad(lambda *x: nsh_loss(*x, quantization_weight=0.0, **kw)))(
+      *_f32(*args))
   assert np.abs(np.asarray(g_codes)).max() > 0
 
 
@@ -208,17 +230,17 @@ def test_check_grads_and_finite_gradients_reach_both_inputs(kw):
 def test_invariant_to_joint_permutation_of_the_batch(kw):
   args = _problem(3, 9, 16, 12)
   perm = np.random.default_rng(0).permutation(9)
-  a = nsh_loss(*_f32(*args), **kw)
-  b = nsh_loss(*_f32(*(x[perm] for x in args)), **kw)
+  a = _loss(*_f32(*args), **kw)
+  b = _loss(*_f32(*(x[perm] for x in args)), **kw)
   np.testing.assert_allclose(float(a), float(b), rtol=1e-5)
 
 
 def test_not_invariant_to_permuting_one_view_only():
   # Guards the permutation test: breaking the pairing must change the loss.
   args = list(_problem(3, 9, 16, 12))
-  a = nsh_loss(*_f32(*args))
+  a = _loss(*_f32(*args))
   args[3] = args[3][np.roll(np.arange(9), 1)]
-  assert abs(float(a) - float(nsh_loss(*_f32(*args)))) > 1e-3
+  assert abs(float(a) - float(_loss(*_f32(*args)))) > 1e-3
 
 
 def test_jit_equals_eager_vmap_and_bf16():
@@ -227,10 +249,10 @@ def test_jit_equals_eager_vmap_and_bf16():
   jitted = jax.jit(nsh_loss, static_argnames=("num_positives",))(*args, num_positives=2)
   np.testing.assert_allclose(float(jitted), float(eager), rtol=1e-6)
   stacked = [jnp.stack([a, a[::-1] * 0.9]) for a in args]
-  batched = jax.vmap(nsh_loss)(*stacked)
-  loop = [nsh_loss(*(s[i] for s in stacked)) for i in range(2)]
+  batched = jax.jit(jax.vmap(nsh_loss))(*stacked)
+  loop = [_loss(*(s[i] for s in stacked)) for i in range(2)]
   np.testing.assert_allclose(np.asarray(batched), np.asarray(loop), rtol=1e-6)
-  bf = nsh_loss(*(a.astype(jnp.bfloat16) for a in args))
+  bf = _loss(*(a.astype(jnp.bfloat16) for a in args))
   assert bf.dtype == jnp.float32
   np.testing.assert_allclose(float(bf), float(eager), rtol=0.05)
 
@@ -253,12 +275,12 @@ def test_saturated_codes_and_collapsed_latents_stay_finite():
   n, k, d = 6, 8, 4
   b = jnp.ones((n, k))                              # all codes equal: S is constant
   z = jnp.ones((n, d))                              # all latents equal
-  loss, grads = jax.value_and_grad(nsh_loss, argnums=(0, 1, 2, 3))(b, b, z, z)
+  loss, grads = jax.jit(jax.value_and_grad(nsh_loss, argnums=(0, 1, 2, 3)))(b, b, z, z)
   assert np.isfinite(float(loss))
   assert all(np.isfinite(np.asarray(g)).all() for g in grads)
   # Latents that cancel in a uniform mixture (E = 0) must not produce NaN either.
   z = jnp.concatenate([jnp.eye(d)[:1], -jnp.eye(d)[:1]] * 3)
-  loss, grads = jax.value_and_grad(nsh_loss, argnums=(0, 1, 2, 3))(b, b, z, z)
+  loss, grads = jax.jit(jax.value_and_grad(nsh_loss, argnums=(0, 1, 2, 3)))(b, b, z, z)
   assert np.isfinite(float(loss))
   assert all(np.isfinite(np.asarray(g)).all() for g in grads)
 

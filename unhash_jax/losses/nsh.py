@@ -34,7 +34,7 @@ def code_similarity(codes1: jax.Array, codes2: jax.Array) -> jax.Array:
 
 def sorted_scores(perm: jax.Array, latents1: jax.Array, latents2: jax.Array, *,
                   renormalize: bool = True, gather: str = "auto") -> jax.Array:
-  """``C[i, r] = ⟨Ē[i, r], z²_i⟩`` with ``E[i, r] = Σ_j P[i, r, j] z¹_j`` (methods.md §2.2 steps 3–4).
+  """``C[i,r] = ⟨Ē[i,r], z²_i⟩`` with ``E[i,r] = Σ_j P[i,r,j] z¹_j`` (methods.md §2.2 steps 3–4).
 
   ``E`` (``[n, n, d]``) is only materialised by ``gather="dense"``. The ``"gram"`` form computes the
   same numbers from ``[n, n]`` Gram matrices: ``⟨E[i,r], z²_i⟩ = Σ_j P[i,r,j]⟨z¹_j, z²_i⟩`` and
@@ -150,9 +150,9 @@ def nsh_loss(codes1: jax.Array, codes2: jax.Array, latents1: jax.Array, latents2
   For a batch of ``n`` images seen under two views:
 
   1. ``S = b¹b²ᵀ/(2K) + ½`` ``[n, n]`` (``1 − Hamming/K`` for binary codes).
-  2. Descending SoftSort of each row ``i``: ``P[i,r,j] = softmax_j(−|ŝ_{i,r} − S_ij|/τ_sort)`` with
-     ``ŝ_i = sort_desc(S_i)`` (:func:`unhash_jax.sorting.softsort`); gradients flow through ``ŝ`` and
-     ``S``. ``sort_hard=True``: forward one-hot permutation, backward the soft ``P``.
+  2. Descending SoftSort of each row ``i``: ``P[i,r,j] = softmax_j(−|ŝ_{i,r} − S_ij|/τ_sort)``
+     with ``ŝ_i = sort_desc(S_i)`` (:func:`unhash_jax.sorting.softsort`); gradients flow through
+     ``ŝ`` and ``S``. ``sort_hard=True``: forward one-hot permutation, backward the soft ``P``.
   3. ``E[i,r] = Σ_j P[i,r,j] z¹_j``, ``Ē = E/‖E‖`` (``renormalize_gathered``).
   4. ``C[i,r] = ⟨Ē[i,r], z²_i⟩``.
   5. ``L_SNCE = (1/m) Σ_{r<m} mean_i −log softmax([C[i,r], C[i,m:]]/τ_nce)₀`` (a single log-softmax;
@@ -163,7 +163,8 @@ def nsh_loss(codes1: jax.Array, codes2: jax.Array, latents1: jax.Array, latents2
   ``L_SNCE``.
 
   Args:
-    codes1: ``[n, K]`` continuous codes ``b¹ = tanh(·)`` of view 1 (any float dtype; float32 inside).
+    codes1: ``[n, K]`` continuous codes ``b¹ = tanh(·)`` of view 1 (any float dtype; computed in
+      float32).
     codes2: ``[n, K]`` codes of view 2.
     latents1: ``[n, d]`` latent-head outputs of view 1 (L2-normalised inside).
     latents2: ``[n, d]`` latent-head outputs of view 2.
