@@ -115,11 +115,15 @@ NSH = register(MethodSpec(
     defaults={"backbone": "small_cnn", "batch_size": 50, "learning_rate": 1e-5,
               "weight_decay": 1e-5, "epochs": 200, "model": {"latent_dim": 1024}},
     presets={
-        # Project choices for the embedded data set (tuned on its validation split): the same MLP
-        # backbone as CIBHash's digits preset; see experiments/configs/nsh_digits.py.
-        "digits": {"backbone": "mlp", "batch_size": 128, "steps": 3000, "eval_every": 1000,
-                   "checkpoint_every": 1000, "image_size": 8, "learning_rate": 1e-3,
-                   "weight_decay": 0.0, "model": {"backbone_kwargs": {"hidden": (512,)}}},
+        # Project choices for the embedded data set: the same MLP backbone as CIBHash's digits
+        # preset. Tuned on the validation split only (experiments/configs/nsh_digits.py): with the
+        # backbone trained from scratch the codes drift towards a few shared patterns (bit
+        # imbalance); a lower learning rate and λ_q = 0.1 delayed that best. Batch 64 keeps the
+        # n⁴ sorter cheap on CPU.
+        "digits": {"backbone": "mlp", "batch_size": 64, "steps": 1500, "eval_every": 500,
+                   "checkpoint_every": 500, "image_size": 8, "learning_rate": 1e-4,
+                   "weight_decay": 0.0, "hparams": {"quantization_weight": 0.1},
+                   "model": {"backbone_kwargs": {"hidden": (512,)}}},
         "cifar10": {"backbone": "small_cnn", "image_size": 32},
     },
     recipes={"digits": ("digits", "digits"), "*": ("mocov2_view1", "mocov2_view2")},
