@@ -9,7 +9,9 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+# ../shared/data beside the checkout, or $UNHASH_JAX_SHARED_DATA (e.g. from a git worktree).
+SHARED_DATA = os.environ.get("UNHASH_JAX_SHARED_DATA",
+                             os.path.join(os.path.dirname(REPO_ROOT), "shared", "data"))
 
 
 @pytest.fixture

@@ -187,3 +187,42 @@ def test_prefetcher_propagates_errors_and_closes():
   next(inf)
   inf.close()
   assert threading.active_count() <= before
+
+
+def test_abandoned_iterator_stops_its_thread():
+  import gc
+  import time as _time
+  before = threading.active_count()
+  it = loader.train_batches(_source(20), np.arange(20), batch_size=4, seed=0)
+  next(it)
+  del it
+  gc.collect()
+  deadline = _time.time() + 5
+  while threading.active_count() > before and _time.time() < deadline:
+    _time.sleep(0.05)
+  assert threading.active_count() <= before
+
+
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_per_host_rows_partition_the_global_batch(monkeypatch, kind):
+  """Simulated 2 processes without a mesh: each host gets its half of the same global batch."""
+  src = _source(103)
+  idx = np.arange(103)
+
+  def batches(**kw):
+    if kind == "train":
+      return _take(loader.train_batches(src, idx, batch_size=10, seed=5, **kw), 12)
+    return list(loader.eval_batches(src, idx[:25], batch_size=10, **kw))
+
+  single = batches()
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  parts = []
+  for p in range(2):
+    monkeypatch.setattr(jax, "process_index", lambda p=p: p)
+    parts.append(batches())
+  for whole, h0, h1 in zip(single, *parts):
+    for k in whole:
+      assert h0[k].shape[0] == h1[k].shape[0] == 5
+      assert np.array_equal(np.concatenate([h0[k], h1[k]]), whole[k]), k
+  with pytest.raises(ValueError, match="process count"):
+    loader.train_batches(src, idx, batch_size=9, seed=0).__next__()

@@ -20,6 +20,11 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
+def tensorboard_tag(name: str) -> str:
+  """TensorBoard-legal tag for a metric name: ``map@1000`` → ``map_at_1000``, ``p@h<=2`` → ``p_at_h_le_2``."""
+  return name.replace("@", "_at_").replace("<=", "_le_").replace(">=", "_ge_")
+
+
 class MetricsWriter:
   """Appends ``{"step": s, **scalars}`` lines to ``workdir/metrics.jsonl`` and TensorBoard events."""
 
@@ -46,7 +51,7 @@ class MetricsWriter:
     self._jsonl.flush()
     if self._tb is not None:
       for k, v in clean.items():
-        self._tb.add_scalar(k, v, int(step))
+        self._tb.add_scalar(tensorboard_tag(k), v, int(step))
 
   def close(self) -> None:
     if self._jsonl is not None:

@@ -7,6 +7,7 @@ corrupt data, a checkpoint of another run, a non-finite loss).
 
 from __future__ import annotations
 
+import logging as pylogging
 import os
 import sys
 
@@ -160,6 +161,7 @@ def main(argv):
     _fail("usage error", f"unexpected arguments {argv[1:]}; every option is a --flag "
           "(run with --helpfull).", 2)
   from unhash_jax import checkpointing, parallel, train
+  from unhash_jax.data import DataError
   try:
     parallel.maybe_initialize_distributed(FLAGS.distributed)
     config = config_from_flags()
@@ -169,15 +171,24 @@ def main(argv):
       "runs", f"{config.method}-{config.dataset}-{config.bits}b")
   try:
     results = train.train_and_evaluate(config, workdir)
-  except (checkpointing.CheckpointError, train.NonFiniteLossError, FileNotFoundError,
-          NotADirectoryError, PermissionError, ValueError) as e:
+  except (checkpointing.CheckpointError, train.NonFiniteLossError, DataError, FileNotFoundError,
+          NotADirectoryError, PermissionError) as e:
     _fail("error", str(e), 1)
   print(format_results(results))
   print(f"Wrote {os.path.join(workdir, 'results.json')}, codes.npz and pr_curve.png.")
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Drops the INFO chatter of orbax and tfds so that progress lines stay readable."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    noisy = ("orbax", "tensorflow_datasets", "xla_bridge")
+    return record.levelno >= pylogging.WARNING or not any(n in record.pathname for n in noisy)
+
+
 def run():
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   app.run(main, flags_parser=parse_flags)
 
 

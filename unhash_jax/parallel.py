@@ -47,13 +47,17 @@ def make_data_mesh(devices=None, *, axis_types=None) -> jax.sharding.Mesh:
 
   Args:
     devices: devices to use; ``None`` = ``jax.devices()``.
-    axis_types: passed to ``jax.make_mesh`` (``None`` = JAX's default for the version).
+    axis_types: passed to ``jax.make_mesh`` (``None`` = ``Auto``).
   """
+  # Auto (GSPMD-propagated) sharding: the steps are written for the global batch and XLA inserts the
+  # collectives; Explicit axes would force sharding annotations into every vmapped op.
+  if axis_types is None:
+    axis_types = (jax.sharding.AxisType.Auto,)
   if devices is None:
     n = jax.device_count()
-    return jax.make_mesh((n,), (DATA_AXIS,), axis_types)
+    return jax.make_mesh((n,), (DATA_AXIS,), axis_types=axis_types)
   devices = list(devices)
-  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types, devices=devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=axis_types, devices=devices)
 
 
 def data_sharding(mesh: jax.sharding.Mesh) -> jax.NamedSharding:
@@ -78,6 +82,8 @@ def host_slice(mesh: jax.sharding.Mesh, global_batch_size: int) -> slice:
     raise ValueError(f"Global batch size {global_batch_size} must be divisible by the number of "
                      f"devices in the mesh ({n}).")
   index_map = data_sharding(mesh).addressable_devices_indices_map((global_batch_size,))
+  if not index_map:
+    raise ValueError("The mesh has no device of this process; every process must feed data.")
   starts = sorted({(s[0].start or 0) for s in index_map.values()})
   per = global_batch_size // n
   stops = sorted({(s[0].stop if s[0].stop is not None else global_batch_size)

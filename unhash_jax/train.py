@@ -77,10 +77,6 @@ def create_train_state(config: Config, input_shape, mesh: jax.sharding.Mesh
   return setup, state
 
 
-def _global_norm(tree) -> jax.Array:
-  return optax.global_norm(jax.tree.leaves(tree))
-
-
 def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
   """Returns ``train_step(state, batch, base_key) -> (state, metrics)``, jit-compiled, state donated.
 
@@ -99,7 +95,7 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tup
                                      out_size=image_size)
 
     def loss_fn(params):
-      model = nnx.merge(graphdef, params, state.rest)
+      model = nnx.merge(graphdef, params, state.rest, copy=True)
       loss, aux = spec.compute_loss(model, view1, view2, key=loss_key, hparams=hparams)
       _, _, new_rest = nnx.split(model, trainable_filter(config), ...)
       return loss, (aux, new_rest)
@@ -107,8 +103,8 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tup
     (loss, (aux, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **aux, "grad_norm": _global_norm(grads),
-               "param_norm": _global_norm(params)}
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(params)}
     new_state = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
     return new_state, metrics
 
@@ -168,9 +164,17 @@ def evaluate_split(setup: Setup, encode_fn, state, source, query_idx, database_i
   return metrics, q, db
 
 
-def _scalars(metrics: dict) -> dict[str, float]:
-  return {k: float(v) for k, v in metrics.items()
-          if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)}
+def _scalars(metrics: dict) -> dict[str, float | int]:
+  """The scalar entries of an evaluator result (ints stay ints)."""
+  out = {}
+  for k, v in metrics.items():
+    if isinstance(v, (bool, np.bool_)):
+      continue
+    if isinstance(v, (int, np.integer)):
+      out[k] = int(v)
+    elif isinstance(v, (float, np.floating)):
+      out[k] = float(v)
+  return out
 
 
 def _identity(config: Config) -> dict[str, Any]:
@@ -295,7 +299,10 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
       ckpt_now = (bool(config.checkpoint_every) and done % config.checkpoint_every == 0) or is_last
       if log_now or eval_now or ckpt_now:
         mean = flush_pending()
-        if log_now and mean is not None:
+        if done == start_step + 1:
+          logging.info("First step (compilation included) took %.1f s.", time.perf_counter() - t0)
+          progress.update(done)  # restart the rate clock after compilation
+        elif log_now and mean is not None:
           rates = progress.update(done)
           writer.write(done, {**{f"train/{k}": v for k, v in mean.items()},
                               "train/steps_per_sec": rates["steps_per_sec"]})
@@ -332,7 +339,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
              "map": float(metrics["map"]), "backbone": config.backbone,
              "tie_policy": "index", "steps": total_steps, "train_seconds": train_seconds,
              "best_val_map": best["val_map"] if best["step"] >= 0 else None,
-             **{k: v for k, v in _scalars(metrics).items() if k not in ("map", "topk")}}
+             **{k: v for k, v in _scalars(metrics).items()
+                if k not in ("map", "topk", "bits")}}
   if writer_process:
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)

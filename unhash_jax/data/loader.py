@@ -15,10 +15,11 @@ Multi-host: every host computes the same global batch of indices and reads only 
 sharded on ``"data"`` (``jax.make_array_from_process_local_data``). A background thread prepares
 the next ``prefetch`` batches (gather + transfer) while the accelerator works.
 
-Why not grain: images live in one in-memory ``uint8`` array, so a batch is one NumPy fancy index
-(about 1 ms for 256 CIFAR images); grain's per-record pipeline and worker machinery add overhead and
-its own shuffle algorithm, while this module needs an exact ``(seed, epoch)`` permutation and O(1)
-resume. A single prefetch thread is enough to hide the host work.
+Why not grain: images live in one in-memory ``uint8`` array, so a batch is one NumPy fancy index.
+grain's ``MapDataset.range(n).shuffle().repeat().batch().map(gather)`` delivered about 95 batches/s
+of 256 CIFAR-sized images here versus about 3,300 for this module (2 shared CPU cores, medians of 3);
+grain's shuffle is also its own algorithm, while the batches here are a documented function of
+``(seed, step)``. A single prefetch thread is enough to hide the host work.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class Prefetcher:
   """Iterates ``produce(i)`` for ``i`` in ``steps`` in a background thread, ``size`` items ahead.
 
   Exceptions raised by ``produce`` are re-raised by ``next()``. Call :meth:`close` (or exhaust the
-  iterator, or use it as a context manager) to stop the thread early.
+  iterator, or use it as a context manager) to stop the thread early; an abandoned iterator stops
+  its thread when it is garbage-collected (the thread holds no reference to it).
   """
 
   def __init__(self, produce: Callable[[int], dict], steps: Iterator[int], *, size: int = 2):
@@ -57,27 +59,9 @@ class Prefetcher:
     self._queue: queue.Queue = queue.Queue(maxsize=size)
     self._stop = threading.Event()
     self._done = False
-    self._thread = threading.Thread(target=self._run, args=(produce, steps), daemon=True,
-                                    name="unhash_jax-prefetch")
+    self._thread = threading.Thread(target=_produce_into, daemon=True, name="unhash_jax-prefetch",
+                                    args=(produce, steps, self._queue, self._stop))
     self._thread.start()
-
-  def _put(self, item) -> bool:
-    while not self._stop.is_set():
-      try:
-        self._queue.put(item, timeout=0.1)
-        return True
-      except queue.Full:
-        continue
-    return False
-
-  def _run(self, produce, steps):
-    try:
-      for i in steps:
-        if self._stop.is_set() or not self._put(produce(i)):
-          return
-      self._put(_END)
-    except BaseException as e:  # pylint: disable=broad-except
-      self._put(e)
 
   def __iter__(self):
     return self
@@ -89,10 +73,9 @@ class Prefetcher:
     if item is _END:
       self._done = True
       raise StopIteration
-    if isinstance(item, BaseException):
-      self._done = True
+    if isinstance(item, _Failure):
       self.close()
-      raise item
+      raise item.error
     return item
 
   def close(self) -> None:
@@ -108,6 +91,33 @@ class Prefetcher:
 
   def __del__(self):
     self._stop.set()
+
+
+class _Failure:
+
+  def __init__(self, error: BaseException):
+    self.error = error
+
+
+def _produce_into(produce, steps, q: queue.Queue, stop: threading.Event) -> None:
+  """The prefetch thread's body (module-level: it must not keep the Prefetcher alive)."""
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        q.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  try:
+    for i in steps:
+      if stop.is_set() or not put(produce(i)):
+        return
+    put(_END)
+  except BaseException as e:  # pylint: disable=broad-except
+    put(_Failure(e))
 
 
 def _rows_for_host(global_rows: np.ndarray, mesh, batch_size: int) -> np.ndarray:
@@ -138,6 +148,11 @@ def _check_batch(batch_size: int, mesh) -> None:
   if mesh is not None and batch_size % mesh.devices.size:
     raise ValueError(f"batch_size {batch_size} must be divisible by the number of devices in the "
                      f"mesh ({mesh.devices.size}).")
+  if mesh is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    if batch_size % jax.process_count():
+      raise ValueError(f"batch_size {batch_size} must be divisible by the process count "
+                       f"{jax.process_count()}.")
 
 
 def train_batches(source, indices, *, batch_size: int, seed: int, start_step: int = 0, mesh=None,

@@ -10,7 +10,7 @@ ascending. :func:`make_splits` checks the protocol's disjointness rules and logs
 | ``cifar10-i`` | train+test merged | 100 / class | 500 / class | the rest (excludes train) | 1000 |
 | ``cifar10-i-59k`` | same draw | 100 / class | 500 / class | everything but the queries | 1000 |
 | ``cifar10-ii`` | official splits | official test | official train | = train | 1000 |
-| ``cibhash`` | official splits | half of the shuffled test set | 500 / class of train | official train | 1000 |
+| ``cibhash`` | official splits | half the shuffled test set | 500 / class | official train | 1000 |
 
 Validation (model selection, never the query set): a class-stratified ``val_fraction`` of the
 training split forms ``val_query``; ``val_database`` is the rest of the training split

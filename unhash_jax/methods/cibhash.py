@@ -56,7 +56,7 @@ CIBHASH = register(MethodSpec(
         # 64 pixels trains fastest on CPU; τ = 0.5 beat 0.3 there.
         "digits": {"backbone": "mlp", "batch_size": 128, "steps": 3000, "eval_every": 1000,
                    "checkpoint_every": 1000, "image_size": 8,
-                   "hparams": {"temperature": 0.5}, "model": {"backbone_kwargs": {"hidden": (512,)}}},
+                   "hparams": {"temperature": 0.5}},
         "cifar10": {"backbone": "small_cnn", "image_size": 32},
     },
     recipes={"digits": ("digits", "digits"), "*": ("cibhash", "cibhash")},

@@ -1,0 +1,76 @@
+"""Backbones, heads, the frozen-backbone mode and the registries."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from unhash_jax import parallel, train
+from unhash_jax.config import Config
+from unhash_jax.methods import REGISTRY, get_method, register, resolve_config
+from unhash_jax.models import BACKBONES, HashEncoder, make_backbone, register_backbone
+
+
+@pytest.mark.parametrize("name,shape,tokens", [("mlp", (8, 8, 1), 1), ("small_cnn", (32, 32, 3), 64),
+                                               ("tiny", (8, 8, 1), 1), ("flatten", (4, 4, 2), 1)])
+def test_backbones_give_pooled_features_and_tokens(name, shape, tokens):
+  model = HashEncoder(make_backbone(name, shape, rngs=nnx.Rngs(0)), 12, hidden=8, rngs=nnx.Rngs(1))
+  x = jnp.ones((3, *shape))
+  feats = model.features(x)
+  assert feats.pooled.shape == (3, model.backbone.feature_dim)
+  assert feats.tokens.shape == (3, tokens, model.backbone.feature_dim)
+  assert model(x).shape == (3, 12)
+
+
+def test_unknown_and_duplicate_names_raise():
+  with pytest.raises(ValueError, match="valid choices: .*mlp"):
+    make_backbone("vgg99", (8, 8, 1), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="already registered"):
+    register_backbone(BACKBONES["mlp"])
+  with pytest.raises(ValueError, match="already registered"):
+    register(REGISTRY["cibhash"])
+  with pytest.raises(ValueError, match="valid choices: .*cibhash"):
+    get_method("nope")
+
+
+def test_resolve_config_precedence():
+  c = resolve_config(Config())
+  assert (c.backbone, c.batch_size, c.hparams["temperature"]) == ("mlp", 128, 0.5)  # digits preset
+  c = resolve_config(Config(batch_size=64, hparams={"temperature": 0.2}))
+  assert (c.batch_size, c.hparams["temperature"], c.hparams["kl_weight"]) == (64, 0.2, 1e-3)
+  c = resolve_config(Config(dataset="cifar10"))
+  assert (c.backbone, c.hparams["temperature"]) == ("small_cnn", 0.3)      # method defaults
+  with pytest.raises(ValueError, match="no hyper-parameter"):
+    resolve_config(Config(hparams={"gamma": 1.0}))
+
+
+def test_frozen_backbone_is_not_trained_and_keeps_batch_stats(tmp_path):
+  cfg = resolve_config(Config(backbone="tiny", bits=8, batch_size=16, image_size=8,
+                              model={"hidden": 16, "frozen_backbone": True}))
+  mesh = parallel.make_data_mesh(jax.devices()[:1])
+  setup, state = train.create_train_state(cfg, (8, 8, 1), mesh)
+  assert "backbone" not in state.params and "backbone" in state.rest
+  before_rest = jax.device_get(state.rest)
+  before_head = jax.device_get(state.params)
+  step = train.make_train_step(setup)
+  images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1), dtype=np.uint8)
+  state, _ = step(state, {"image": jnp.asarray(images)}, jax.random.key(0))
+  for a, b in zip(jax.tree.leaves(before_rest), jax.tree.leaves(jax.device_get(state.rest))):
+    np.testing.assert_array_equal(a, b)   # frozen weights and BN statistics untouched
+  changed = [not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(before_head), jax.tree.leaves(jax.device_get(state.params)))]
+  assert any(changed)
+
+
+def test_unfrozen_backbone_updates_batch_stats():
+  cfg = resolve_config(Config(backbone="tiny", bits=8, batch_size=16, image_size=8,
+                              model={"hidden": 16}))
+  mesh = parallel.make_data_mesh(jax.devices()[:1])
+  setup, state = train.create_train_state(cfg, (8, 8, 1), mesh)
+  mean_before = np.asarray(state.rest["backbone"]["norm"]["mean"][...])
+  images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1), dtype=np.uint8)
+  state, _ = train.make_train_step(setup)(state, {"image": jnp.asarray(images)}, jax.random.key(0))
+  assert not np.array_equal(mean_before, np.asarray(state.rest["backbone"]["norm"]["mean"][...]))

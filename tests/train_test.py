@@ -1,0 +1,126 @@
+"""End-to-end training: a short run, its artefacts, resume, and 8-device equality."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from unhash_jax import parallel, train
+from unhash_jax.config import Config
+from unhash_jax.data import builders, protocols
+from unhash_jax.methods import resolve_config
+
+
+def _tiny_config(tmp_path, **kw) -> Config:
+  base = dict(method="cibhash", dataset="digits", bits=16, backbone="tiny", batch_size=32,
+              steps=4, eval_every=2, checkpoint_every=2, log_every=1, eval_batch_size=256,
+              data_dir=str(tmp_path / "data"), model={"hidden": 32})
+  base.update(kw)
+  return Config(**base)
+
+
+def _final_params(workdir, step):
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  restored = ocp.StandardCheckpointer().restore(path)
+  return restored["params"]
+
+
+def test_two_step_run_writes_every_artefact(tmp_path):
+  workdir = str(tmp_path / "run")
+  results = train.train_and_evaluate(_tiny_config(tmp_path, steps=2), workdir)
+  on_disk = json.load(open(os.path.join(workdir, "results.json")))
+  assert on_disk == pytest.approx(results) or on_disk["map"] == results["map"]
+  for key in ("method", "dataset", "protocol", "bits", "topk", "map"):
+    assert key in on_disk
+  assert on_disk["method"] == "cibhash" and on_disk["bits"] == 16 and on_disk["protocol"] == "digits"
+  assert 0.0 <= on_disk["map"] <= 1.0
+  codes = np.load(os.path.join(workdir, "codes.npz"))
+  assert codes["query_codes"].dtype == np.int8 and codes["query_codes"].shape == (300, 16)
+  assert codes["database_codes"].shape == (1497, 16)
+  assert set(np.unique(codes["database_codes"])) <= {-1, 1}
+  assert not set(codes["query_index"]) & set(codes["database_index"])
+  source = builders.load_source("digits", data_dir=str(tmp_path / "data"))
+  np.testing.assert_array_equal(codes["query_labels"], source.labels[codes["query_index"]])
+  assert os.path.getsize(os.path.join(workdir, "pr_curve.png")) > 1000
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert any("train/loss" in l for l in lines) and any("val/map" in l for l in lines)
+  assert json.load(open(os.path.join(workdir, "config.json")))["bits"] == 16
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
+  cfg = _tiny_config(tmp_path, steps=6)
+  full = str(tmp_path / "full")
+  train.train_and_evaluate(cfg, full)
+
+  # Crash the second run while it fetches the batch of step 5 (after the step-4 checkpoint).
+  interrupted = str(tmp_path / "interrupted")
+  real_batches = train.loader.train_batches
+
+  def crashing_batches(*args, **kwargs):
+    step = kwargs.get("start_step", 0)
+    for batch in real_batches(*args, **kwargs):
+      if step == 4:
+        raise KeyboardInterrupt("simulated kill")
+      step += 1
+      yield batch
+
+  monkeypatch.setattr(train.loader, "train_batches", crashing_batches)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(cfg, interrupted)
+  assert os.path.isdir(os.path.join(interrupted, "checkpoints", "4"))
+  assert not os.path.exists(os.path.join(interrupted, "results.json"))
+  monkeypatch.setattr(train.loader, "train_batches", real_batches)
+  train.train_and_evaluate(cfg, interrupted)
+
+  a, b = _final_params(full, 6), _final_params(interrupted, 6)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  ca, cb = (np.load(os.path.join(d, "codes.npz")) for d in (full, interrupted))
+  np.testing.assert_array_equal(ca["database_codes"], cb["database_codes"])
+
+
+def test_refuses_checkpoint_of_another_bit_length(tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(_tiny_config(tmp_path, steps=2), workdir)
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  with pytest.raises(train.checkpointing.CheckpointError, match="bits"):
+    train.train_and_evaluate(_tiny_config(tmp_path, steps=2, bits=32), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+@pytest.mark.multidevice
+def test_one_step_on_8_devices_equals_1_device(tmp_path):
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 (fake CPU) devices")
+  cfg = resolve_config(_tiny_config(tmp_path, batch_size=64))
+  cfg = cfg.replace(image_size=8, protocol="digits")
+  source = builders.load_source("digits", data_dir=str(tmp_path / "data"))
+  images = source.get_images(np.arange(64))
+  key = jax.random.key(3)
+  outputs = []
+  for devices in (jax.devices()[:1], jax.devices()[:8]):
+    mesh = parallel.make_data_mesh(devices)
+    setup, state = train.create_train_state(cfg, source.image_shape, mesh)
+    # Plain SGD: Adam's first step divides by |g| and turns float rounding noise in near-zero
+    # gradients into O(lr) parameter differences, which would hide real sharding bugs.
+    setup = dataclasses.replace(setup, tx=optax.sgd(0.5))
+    state = state.replace(opt_state=setup.tx.init(state.params))
+    step = train.make_train_step(setup)
+    batch = parallel.global_batch(mesh, {"image": images}, 64)
+    assert len(batch["image"].sharding.device_set) == len(devices)
+    new_state, metrics = step(state, batch, key)
+    outputs.append((jax.device_get((new_state.params, new_state.rest)), float(metrics["loss"])))
+  (p1, l1), (p8, l8) = outputs
+  np.testing.assert_allclose(l1, l8, rtol=1e-5)
+  leaves1, leaves8 = jax.tree.leaves(p1), jax.tree.leaves(p8)
+  assert len(leaves1) == len(leaves8) > 0
+  for x, y in zip(leaves1, leaves8):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
