@@ -174,13 +174,28 @@ def main():
   parser.add_argument("--budget_gib", type=float, default=8.0)
   parser.add_argument("--reps", type=int, default=7)
   parser.add_argument("--calibrate_n", type=int, default=256)
+  parser.add_argument("--parts", default="memory,calibrate,time",
+                      help="comma-separated subset of memory,calibrate,time")
   parser.add_argument("--json", default=None, help="also write the numbers here")
   args = parser.parse_args()
+  parts = set(args.parts.split(","))
   budget = int(args.budget_gib * GIB)
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs; bits "
         f"{args.bits}, latent_dim {args.latent_dim}, float32")
   report = {"bits": args.bits, "latent_dim": args.latent_dim, "budget_gib": args.budget_gib}
 
+  if "memory" in parts:
+    _memory(args, budget, report)
+  if "calibrate" in parts:
+    _calibrate(args, report)
+  if "time" in parts:
+    _time(args, report)
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump(report, f, indent=2)
+
+
+def _memory(args, budget, report):
   print(f"\nLargest batch whose loss forward+backward fits in {args.budget_gib:g} GiB "
         "(XLA buffer assignment):")
   print("| gather | largest n | XLA bytes at that n | bytes at n=64 | bytes at n=256 |")
@@ -193,6 +208,8 @@ def main():
     print(f"| {gather} | {n_max} | {used / GIB:.2f} GiB | {b64 / 2**20:.1f} MiB | "
           f"{b256 / 2**20:.0f} MiB |")
 
+
+def _calibrate(args, report):
   print(f"\nCalibration at n={args.calibrate_n}: measured peak RSS growth of one step vs XLA:")
   print("| gather | XLA estimate | measured peak RSS growth |")
   print("|---|---|---|")
@@ -202,6 +219,8 @@ def main():
     report[f"calib_{gather}"] = {"xla": est, "rss_growth": r["peak"] - r["base"]}
     print(f"| {gather} | {est / 2**20:.0f} MiB | {(r['peak'] - r['base']) / 2**20:.0f} MiB |")
 
+
+def _time(args, report):
   print(f"\nMedian step time (ms), {args.reps} interleaved repetitions:")
   print("| n | loss fwd+bwd, dense | loss fwd+bwd, gram | digits train step, dense | "
         "digits train step, gram |")
@@ -213,9 +232,6 @@ def main():
           f"{tt[(n, 'dense')] * 1e3:.1f} | {tt[(n, 'gram')] * 1e3:.1f} |")
     report[f"loss_ms_{n}"] = {g: lt[(n, g)] * 1e3 for g in ("dense", "gram")}
     report[f"train_step_ms_{n}"] = {g: tt[(n, g)] * 1e3 for g in ("dense", "gram")}
-  if args.json:
-    with open(args.json, "w", encoding="utf-8") as f:
-      json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":
