@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["unhash_jax.ops", "unhash_jax.losses.cibhash", "unhash_jax.sorting",
-           "unhash_jax.retrieval", "unhash_jax.data.augment"]
+           "unhash_jax.retrieval", "unhash_jax.data.augment", "unhash_jax.losses.nsh"]
 
 
 @pytest.mark.parametrize("name", MODULES)
