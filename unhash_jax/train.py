@@ -323,6 +323,9 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
       if ckpt_now:
         checkpointing.save(manager, done, state, identity=identity, metrics=ckpt_metrics)
   finally:
+    # Stop the prefetch thread now: a daemon thread still inside XLA's C++ when the interpreter exits
+    # aborts the process ("FATAL: exception not rethrown").
+    batches.close()
     checkpointing.wait(manager)
     progress.close()
   train_seconds = time.perf_counter() - t0
