@@ -29,6 +29,11 @@ def check_pair(name: str, a: jax.Array, b: jax.Array, *, rank: int = 2) -> None:
         f"{tuple(a.shape)} and {tuple(b.shape)}.")
 
 
+def l2_normalize(x: jax.Array) -> jax.Array:
+  """Row-wise ``x/‖x‖`` ``[..., d]`` with the norm in the autodiff graph; the floor guards zero rows."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
+
+
 def nt_xent(z1: jax.Array, z2: jax.Array, *, temperature: float) -> jax.Array:
   """NT-Xent over 2N samples with cosine similarity (SimCLR; methods.md §2.1, §3).
 
@@ -47,8 +52,7 @@ def nt_xent(z1: jax.Array, z2: jax.Array, *, temperature: float) -> jax.Array:
   z1, z2 = as_float32(z1, z2)
   n = z1.shape[0]
   z = jnp.concatenate([z1, z2], axis=0)
-  # Cosine with norms in the graph; the tiny floor only guards all-zero rows.
-  z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-24))
+  z = l2_normalize(z)  # cosine with the norms in the graph
   sim = (z @ z.T) / temperature
   sim = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, sim)
   positive = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])

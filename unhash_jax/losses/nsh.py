@@ -21,11 +21,6 @@ from unhash_jax.losses import _common
 GATHER_MODES = ("auto", "dense", "gram")
 
 
-def _l2_normalize(x: jax.Array) -> jax.Array:
-  """Row-wise ``x/‖x‖`` with the norm in the autodiff graph; the floor only guards zero rows."""
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
-
-
 def code_similarity(codes1: jax.Array, codes2: jax.Array) -> jax.Array:
   """``S = b¹ b²ᵀ/(2K) + ½`` ``[n, n]``; for ±1 codes ``S_ij = 1 − Hamming(b¹_i, b²_j)/K``."""
   bits = codes1.shape[-1]
@@ -60,7 +55,7 @@ def sorted_scores(perm: jax.Array, latents1: jax.Array, latents2: jax.Array, *,
   if gather == "dense":
     e = jnp.einsum("irj,jd->ird", perm, latents1)             # [n, n, d]
     if renormalize:
-      e = _l2_normalize(e)
+      e = _common.l2_normalize(e)
     return jnp.einsum("ird,id->ir", e, latents2)
   cross = latents2 @ latents1.T                                # [n, n]: ⟨z²_i, z¹_j⟩
   numer = jnp.einsum("irj,ij->ir", perm, cross)
@@ -127,7 +122,7 @@ def nsh_loss_with_aux(codes1: jax.Array, codes2: jax.Array, latents1: jax.Array,
   _check_hparams(sort_temperature, nce_temperature, num_positives, quantization_weight, n)
   codes1, codes2, latents1, latents2 = _common.as_float32(codes1, codes2, latents1, latents2)
   tau_sort = 1.0 / bits if sort_temperature is None else sort_temperature
-  z1, z2 = _l2_normalize(latents1), _l2_normalize(latents2)
+  z1, z2 = _common.l2_normalize(latents1), _common.l2_normalize(latents2)
 
   sim = code_similarity(codes1, codes2)                        # [n, n]
   perm = sorting.softsort(sim, temperature=tau_sort, hard=sort_hard, descending=True)

@@ -11,15 +11,13 @@ from flax import nnx
 from unhash_jax.config import Config
 from unhash_jax.losses._common import bit_balance
 from unhash_jax.losses.cibhash import cibhash_loss_with_aux
-from unhash_jax.methods.registry import MethodSpec, register
-from unhash_jax.models import HashEncoder, make_backbone
+from unhash_jax.methods.registry import MethodSpec, build_backbone, register
+from unhash_jax.models import HashEncoder
 
 
 def make_model(config: Config, input_shape: Sequence[int], rngs: nnx.Rngs) -> HashEncoder:
-  opts = dict(config.model)
-  backbone_kwargs = opts.get("backbone_kwargs", {})
-  backbone = make_backbone(config.backbone, input_shape, rngs=rngs, **backbone_kwargs)
-  return HashEncoder(backbone, config.bits, hidden=opts.get("hidden", 1024),
+  opts = config.model
+  return HashEncoder(build_backbone(config, input_shape, rngs), config.bits, hidden=opts.get("hidden", 1024),
                      frozen_backbone=opts.get("frozen_backbone", False),
                      feature_dropout=opts.get("feature_dropout", 0.0), rngs=rngs)
 

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unhash_jax.config import Config
-from unhash_jax.losses._common import bit_balance
+from unhash_jax.losses._common import bit_balance, l2_normalize
 from unhash_jax.losses.nsh import nsh_loss_with_aux
-from unhash_jax.methods.registry import MethodSpec, register
-from unhash_jax.models import Features, make_backbone
+from unhash_jax.methods.registry import MethodSpec, build_backbone, register
+from unhash_jax.models import Features, backbone_features
 
 
 class NSHModel(nnx.Module):
@@ -43,10 +43,7 @@ class NSHModel(nnx.Module):
     self.frozen_backbone = frozen_backbone
 
   def features(self, x: jax.Array, *, train: bool = False) -> Features:
-    if self.frozen_backbone:
-      f = self.backbone(x, train=False)
-      return Features(*(jax.lax.stop_gradient(a) for a in f))
-    return self.backbone(x, train=train)
+    return backbone_features(self.backbone, x, train=train, frozen=self.frozen_backbone)
 
   def hash_logits(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """``x·W_b + c_b`` ``[B, K]``: ``sign₀`` of it is the test code."""
@@ -56,16 +53,12 @@ class NSHModel(nnx.Module):
     """Returns ``(b, z)``: tanh codes ``[B, K]`` and L2-normalised latents ``[B, latent_dim]``."""
     h = self.features(x, train=train).pooled
     b = jnp.tanh(self.hash_head(h))
-    z = self.latent_head(h)
-    z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-24))
-    return b, z
+    return b, l2_normalize(self.latent_head(h))
 
 
 def make_model(config: Config, input_shape: Sequence[int], rngs: nnx.Rngs) -> NSHModel:
-  opts = dict(config.model)
-  backbone_kwargs = opts.get("backbone_kwargs", {})
-  backbone = make_backbone(config.backbone, input_shape, rngs=rngs, **backbone_kwargs)
-  return NSHModel(backbone, config.bits, latent_dim=opts.get("latent_dim", 1024),
+  opts = config.model
+  return NSHModel(build_backbone(config, input_shape, rngs), config.bits, latent_dim=opts.get("latent_dim", 1024),
                   frozen_backbone=opts.get("frozen_backbone", False), rngs=rngs)
 
 

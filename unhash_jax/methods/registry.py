@@ -13,6 +13,7 @@ import optax
 from flax import nnx
 
 from unhash_jax.config import Config
+from unhash_jax.models import make_backbone
 
 # Config fields that a method's defaults and per-dataset presets may fill when the user left them None.
 RESOLVABLE_FIELDS = ("protocol", "backbone", "batch_size", "learning_rate", "weight_decay",
@@ -59,6 +60,12 @@ class MethodSpec:
     if config.weight_decay:
       return optax.chain(optax.add_decayed_weights(config.weight_decay), adam)
     return adam
+
+
+def build_backbone(config: Config, input_shape: Sequence[int], rngs: nnx.Rngs) -> nnx.Module:
+  """The backbone ``config.backbone`` with ``config.model["backbone_kwargs"]`` (methods' factories)."""
+  return make_backbone(config.backbone, input_shape, rngs=rngs,
+                       **config.model.get("backbone_kwargs", {}))
 
 
 REGISTRY: dict[str, MethodSpec] = {}

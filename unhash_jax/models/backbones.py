@@ -113,6 +113,16 @@ class FlattenBackbone(nnx.Module):
     return Features(h, h[:, None, :])
 
 
+def backbone_features(backbone: nnx.Module, x: jax.Array, *, train: bool, frozen: bool) -> Features:
+  """``backbone(x)``; when ``frozen``: BatchNorm in inference mode and gradients stopped at the output.
+
+  (The trainer also keeps a frozen backbone's parameters out of the optimizer.)
+  """
+  if frozen:
+    return Features(*(jax.lax.stop_gradient(a) for a in backbone(x, train=False)))
+  return backbone(x, train=train)
+
+
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
   name: str

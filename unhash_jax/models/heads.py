@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from unhash_jax.models.backbones import Features
+from unhash_jax.models.backbones import Features, backbone_features
 
 
 class HashHead(nnx.Module):
@@ -40,10 +40,7 @@ class HashEncoder(nnx.Module):
     self.dropout = nnx.Dropout(feature_dropout) if feature_dropout > 0 else None
 
   def features(self, x: jax.Array, *, train: bool = False) -> Features:
-    if self.frozen_backbone:
-      f = self.backbone(x, train=False)
-      return Features(*(jax.lax.stop_gradient(a) for a in f))
-    return self.backbone(x, train=train)
+    return backbone_features(self.backbone, x, train=train, frozen=self.frozen_backbone)
 
   def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
                ) -> jax.Array:
