@@ -2,9 +2,10 @@
 
 Run by hand (not a test). In one process, for each workload it times
 
-* ``lib``: ``unhash_jax.retrieval.mean_average_precision`` (tie policy "index"), full evaluation from
-  real-valued codes to mAP@k;
-* ``lib-average``: the same with ``tie_policy="average"`` (histograms only, no selection);
+* ``lib``: ``unhash_jax.retrieval.mean_average_precision`` (tie policy "index", default ``engine="auto"``,
+  i.e. the numba counting-sort engine on CPU), full evaluation from real-valued codes to mAP@k;
+* ``lib-jax``: the same with ``engine="jax"`` (the jit-compiled XLA kernels used on accelerators);
+* ``lib-average``: ``tie_policy="average"`` (histograms only, no selection; default engine);
 * ``numpy``: blocked numpy (float32 matmul distances, ``argpartition`` on the exact key ``d·n + j``,
   then a sort of the k selected, float64 AP);
 * ``faiss``: faiss-cpu ``IndexBinaryFlat.search`` + numpy mAP (faiss is a benchmark extra only);
@@ -134,6 +135,7 @@ def run_table(rows, repeats, skip_numpy_above):
     q, db, ql, dl = make_workload(nq, ndb, bits, classes, multi=multi)
     impls = {
         "lib": lambda: retrieval.mean_average_precision(q, db, ql, dl, topk=k),
+        "lib-jax": lambda: retrieval.mean_average_precision(q, db, ql, dl, topk=k, engine="jax"),
         "lib-average": lambda: retrieval.mean_average_precision(q, db, ql, dl, topk=k,
                                                                 tie_policy="average"),
         "faiss": lambda: faiss_map(q, db, ql, dl, k),
@@ -145,6 +147,8 @@ def run_table(rows, repeats, skip_numpy_above):
     sub = slice(0, min(nq, 512))
     warm = {
         "lib": lambda: retrieval.mean_average_precision(q[sub], db, ql[sub], dl, topk=k),
+        "lib-jax": lambda: retrieval.mean_average_precision(q[sub], db, ql[sub], dl, topk=k,
+                                                            engine="jax"),
         "lib-average": lambda: retrieval.mean_average_precision(q[sub], db, ql[sub], dl, topk=k,
                                                                 tie_policy="average"),
     }
@@ -155,9 +159,10 @@ def run_table(rows, repeats, skip_numpy_above):
       row[impl] = {"map": m, "seconds": sec, "all_seconds": all_s, "pairs_per_s": nq * ndb / sec}
       print(f"  {name:28s} {impl:12s} mAP {m:.6f}  {sec:8.3f} s  {nq * ndb / sec:9.3g} pairs/s",
             flush=True)
-    agree = [maps["lib"], maps["faiss"]] + ([maps["numpy"]] if "numpy" in maps else [])
+    agree = [maps["lib"], maps["lib-jax"], maps["faiss"]] + ([maps["numpy"]] if "numpy" in maps else [])
     row["agree_1e-6"] = bool(max(agree) - min(agree) <= 1e-6)
     row["lib_vs_faiss_speedup"] = row["faiss"]["seconds"] / row["lib"]["seconds"]
+    row["lib_jax_vs_faiss_speedup"] = row["faiss"]["seconds"] / row["lib-jax"]["seconds"]
     if "numpy" in maps:
       row["lib_vs_numpy_speedup"] = row["numpy"]["seconds"] / row["lib"]["seconds"]
     results.append(row)
@@ -165,14 +170,14 @@ def run_table(rows, repeats, skip_numpy_above):
 
 
 def print_table(results):
-  head = "| workload | bits | queries | k | lib (s) | lib-average (s) | numpy (s) | faiss (s) | lib pairs/s | lib vs faiss | lib vs numpy | mAP agree 1e-6 |"
+  head = "| workload | bits | queries | k | lib (s) | lib-jax (s) | lib-average (s) | numpy (s) | faiss (s) | lib pairs/s | lib vs faiss | lib vs numpy | mAP agree 1e-6 |"
   print(head)
   print("|---" * (head.count("|") - 1) + "|")
   for r in results:
     np_s = f"{r['numpy']['seconds']:.3f}" if "numpy" in r else "–"
     np_x = f"{r['lib_vs_numpy_speedup']:.1f}×" if "numpy" in r else "–"
     print(f"| {r['workload']} | {r['bits']} | {r['queries']} | {r['k']} | {r['lib']['seconds']:.3f} | "
-          f"{r['lib-average']['seconds']:.3f} | {np_s} | {r['faiss']['seconds']:.3f} | "
+          f"{r['lib-jax']['seconds']:.3f} | {r['lib-average']['seconds']:.3f} | {np_s} | {r['faiss']['seconds']:.3f} | "
           f"{r['lib']['pairs_per_s']:.3g} | {r['lib_vs_faiss_speedup']:.2f}× | {np_x} | "
           f"{'yes' if r['agree_1e-6'] else 'NO'} |")
 

@@ -130,10 +130,13 @@ def test_reexports():
 # ---------------------------------------------------------------------------------------------------
 # AP against the literal loop.
 
+ENGINES = ["jax", "numba"]
+
 
 @pytest.mark.parametrize("bits", [8, 13, 32, 48, 64, 128])
 @pytest.mark.parametrize("policy", retrieval.TIE_POLICIES)
-def test_ap_single_label_matches_reference(bits, policy):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ap_single_label_matches_reference(bits, policy, engine):
   rng = np.random.default_rng(bits)
   nq, ndb = 12, 90
   q, qw, proto = tie_heavy_codes(rng, nq, bits)
@@ -142,7 +145,7 @@ def test_ap_single_label_matches_reference(bits, policy):
   dl = (dw + rng.integers(0, 2, ndb)) % 4
   ql[0] = 9  # a query with no relevant item at all
   for k in (1, 7, 40, None, 10_000):
-    got = retrieval.average_precision(q, db, ql, dl, topk=k, tie_policy=policy)
+    got = retrieval.average_precision(q, db, ql, dl, topk=k, tie_policy=policy, engine=engine)
     want = ref_ap(q, db, ql, dl, k, policy)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9, err_msg=f"k={k}")
     assert got.dtype == np.float64 and got[0] == 0.0
@@ -150,7 +153,8 @@ def test_ap_single_label_matches_reference(bits, policy):
 
 @pytest.mark.parametrize("bits", [13, 64])
 @pytest.mark.parametrize("policy", retrieval.TIE_POLICIES)
-def test_ap_multi_label_matches_reference(bits, policy):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ap_multi_label_matches_reference(bits, policy, engine):
   rng = np.random.default_rng(100 + bits)
   nq, ndb, classes = 10, 80, 37  # 37 classes: two label words
   q, _, proto = tie_heavy_codes(rng, nq, bits, flip=0.3)
@@ -159,24 +163,26 @@ def test_ap_multi_label_matches_reference(bits, policy):
   dl = (rng.random((ndb, classes)) < 0.06).astype(np.int64)
   ql[0] = 0
   for k in (1, 25, None):
-    got = retrieval.average_precision(q, db, ql, dl, topk=k, tie_policy=policy)
+    got = retrieval.average_precision(q, db, ql, dl, topk=k, tie_policy=policy, engine=engine)
     np.testing.assert_allclose(got, ref_ap(q, db, ql, dl, k, policy), rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("policy", retrieval.TIE_POLICIES)
-def test_all_equal_distances(policy):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_all_equal_distances(policy, engine):
   # Every database item is at distance 0: the whole ranking is one tie group.
   rng = np.random.default_rng(1)
   q = np.ones((4, 16))
   db = np.ones((30, 16))
   ql, dl = rng.integers(0, 3, 4), rng.integers(0, 3, 30)
   for k in (1, 10, None):
-    got = retrieval.average_precision(q, db, ql, dl, topk=k, tie_policy=policy)
+    got = retrieval.average_precision(q, db, ql, dl, topk=k, tie_policy=policy, engine=engine)
     np.testing.assert_allclose(got, ref_ap(q, db, ql, dl, k, policy), rtol=0, atol=1e-9)
   # With one tie group and k = n the average AP is the expected AP of a random order; the
   # index order is the database order.
   r = (dl == ql[0]).astype(int)
-  assert retrieval.average_precision(q[:1], db, ql[:1], dl, tie_policy="index")[0] == pytest.approx(
+  assert retrieval.average_precision(q[:1], db, ql[:1], dl, tie_policy="index",
+                                     engine=engine)[0] == pytest.approx(
       ref_ap_sorted(list(r), 30), abs=1e-12)
 
 
@@ -208,12 +214,13 @@ def test_hand_computed_case():
   assert retrieval.mean_average_precision(q2, db, ql2, dl) == pytest.approx(ap[0] / 2)
 
 
-def test_ddh_full_matches_reference():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ddh_full_matches_reference(engine):
   rng = np.random.default_rng(3)
   q, _, proto = tie_heavy_codes(rng, 9, 16)
   db, _, _ = tie_heavy_codes(rng, 50, 16, proto=proto)
   ql, dl = rng.integers(0, 6, 9), rng.integers(0, 5, 50)
-  got = retrieval.average_precision(q, db, ql, dl, mode="ddh_full")
+  got = retrieval.average_precision(q, db, ql, dl, mode="ddh_full", engine=engine)
   want = ref_ap(q, db, ql, dl, None, "index", ddh=True)
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
   assert np.isnan(got).any()
@@ -327,7 +334,8 @@ def test_identical_codes_have_distance_zero_and_policy_bounds(problem):
 
 
 @pytest.mark.parametrize("policy", retrieval.TIE_POLICIES)
-def test_evaluate_metrics_match_reference(policy, tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_evaluate_metrics_match_reference(policy, engine, tmp_path):
   rng = np.random.default_rng(5)
   bits, nq, ndb = 12, 15, 120
   q, qw, proto = tie_heavy_codes(rng, nq, bits)
@@ -335,7 +343,7 @@ def test_evaluate_metrics_match_reference(policy, tmp_path):
   ql, dl = qw.copy(), dw.copy()
   ql[0] = 5
   res = retrieval.evaluate(q, db, ql, dl, topk=30, tie_policy=policy, topk_grid=(1, 10, 50, 500),
-                           per_query=True)
+                           per_query=True, engine=engine)
   dist, rel = ref_distances(q, db), ref_relevance(ql, dl)
   want_ap = ref_ap(q, db, ql, dl, 30, policy)
   np.testing.assert_allclose(res["per_query_ap"], want_ap, rtol=0, atol=1e-9)
@@ -392,10 +400,11 @@ def test_query_and_database_chunking_is_exact(policy):
   rng = np.random.default_rng(7)
   q, qw, proto = tie_heavy_codes(rng, 37, 20)
   db, dw, _ = tie_heavy_codes(rng, 301, 20, proto=proto)
-  base = retrieval.average_precision(q, db, qw, dw, topk=50, tie_policy=policy, devices=1)
+  base = retrieval.average_precision(q, db, qw, dw, topk=50, tie_policy=policy, engine="jax",
+                                     devices=1)
   for chunk, pairs in ((64, 500), (7, 64), (301, 1)):
-    got = retrieval.average_precision(q, db, qw, dw, topk=50, tie_policy=policy, devices=1,
-                                      database_chunk=chunk, block_pairs=pairs)
+    got = retrieval.average_precision(q, db, qw, dw, topk=50, tie_policy=policy, engine="jax",
+                                      devices=1, database_chunk=chunk, block_pairs=pairs)
     np.testing.assert_array_equal(got, base)
   np.testing.assert_allclose(base, ref_ap(q, db, qw, dw, 50, policy), atol=1e-9)
 
@@ -411,7 +420,7 @@ def test_sharded_database_equals_single_device(policy):
   one = retrieval.evaluate(q, db, qw, dw, topk=40, tie_policy=policy, devices=1, per_query=True,
                            topk_grid=(1, 100))
   eight = retrieval.evaluate(q, db, qw, dw, topk=40, tie_policy=policy, per_query=True,
-                             topk_grid=(1, 100))
+                             topk_grid=(1, 100), engine="jax")
   eight_chunked = retrieval.evaluate(q, db, qw, dw, topk=40, tie_policy=policy, devices=8,
                                      per_query=True, topk_grid=(1, 100), database_chunk=64)
   for other in (eight, eight_chunked):
@@ -435,7 +444,7 @@ def test_sharded_path_in_a_fresh_process(tmp_path):
       "q, db = r.standard_normal((9, 24)), r.standard_normal((77, 24))\n"
       "ql, dl = r.integers(0, 3, 9), r.integers(0, 3, 77)\n"
       "a = R.average_precision(q, db, ql, dl, topk=20, devices=1)\n"
-      "b = R.average_precision(q, db, ql, dl, topk=20)\n"
+      "b = R.average_precision(q, db, ql, dl, topk=20, engine='jax')\n"
       "assert (a == b).all(), (a, b)\n"
       "print('ok')\n")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
@@ -473,6 +482,7 @@ def _ok():
     (lambda a: a.update(kw={"mode": "ddh"}), "unknown mode"),
     (lambda a: a.update(kw={"mode": "ddh_full", "topk": 3}), "ddh_full"),
     (lambda a: a.update(kw={"devices": 99}), "devices=99"),
+    (lambda a: a.update(kw={"engine": "faiss"}), "unknown engine"),
 ])
 def test_bad_input_raises_value_error(change, match):
   q, db, ql, dl = _ok()
@@ -505,5 +515,33 @@ def test_two_stage_block_selection_on_a_larger_database(k):
   db, dw, _ = tie_heavy_codes(rng, 5000, 12, proto=proto, flip=0.3)
   dist, rel = ref_distances(q, db), ref_relevance(qw, dw)
   want = [ref_ap_sorted(list(r[np.argsort(d, kind="stable")]), k) for d, r in zip(dist, rel)]
-  got = retrieval.average_precision(q, db, qw, dw, topk=k, devices=1)
-  np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+  for engine in ENGINES:
+    got = retrieval.average_precision(q, db, qw, dw, topk=k, engine=engine, devices=1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9, err_msg=engine)
+
+
+def test_engine_resolution(monkeypatch):
+  cpu = jax.local_devices()[0].platform == "cpu"
+  assert retrieval._resolve_engine("jax", None) == "jax"
+  if cpu:
+    assert retrieval._resolve_engine("auto", None) == "numba"
+    assert retrieval._resolve_engine("auto", 1) == "numba"
+    if jax.device_count() > 1:  # several devices asked for explicitly: the sharded JAX engine
+      assert retrieval._resolve_engine("auto", 2) == "jax"
+  monkeypatch.setattr(retrieval, "_numba_available", lambda: False)
+  assert retrieval._resolve_engine("auto", None) == "jax"
+  with pytest.raises(ValueError, match="needs numba"):
+    retrieval._resolve_engine("numba", None)
+
+
+def test_numba_engine_on_a_larger_database_matches_the_jax_engine():
+  """59 x 20,000 codes at 64/100 bits (1 and 2 uint64 words and the generic loop), k inside a tie group."""
+  rng = np.random.default_rng(11)
+  for bits in (64, 100, 200):
+    q, qw, proto = tie_heavy_codes(rng, 59, bits, flip=0.35)
+    db, dw, _ = tie_heavy_codes(rng, 20_000, bits, proto=proto, flip=0.35)
+    for k in (1000, None):
+      a = retrieval.evaluate(q, db, qw, dw, topk=k, engine="numba", per_query=True)
+      b = retrieval.evaluate(q, db, qw, dw, topk=k, engine="jax", devices=1, per_query=True)
+      np.testing.assert_array_equal(a["per_query_ap"], b["per_query_ap"])
+      assert a["pr_radius_precision"] == b["pr_radius_precision"] and a["p@1000"] == b["p@1000"]
