@@ -545,3 +545,30 @@ def test_numba_engine_on_a_larger_database_matches_the_jax_engine():
       b = retrieval.evaluate(q, db, qw, dw, topk=k, engine="jax", devices=1, per_query=True)
       np.testing.assert_array_equal(a["per_query_ap"], b["per_query_ap"])
       assert a["pr_radius_precision"] == b["pr_radius_precision"] and a["p@1000"] == b["p@1000"]
+
+
+def test_numba_engine_from_several_threads_at_once():
+  """Concurrent evaluations (e.g. a training thread and a notebook) neither crash nor mix results, even
+  under numba's workqueue threading layer, which aborts on concurrent parallel launches (subprocess)."""
+  import subprocess
+  import sys
+  code = (
+      "import sys; sys.path.insert(0, 'tests')\n"
+      "from concurrent.futures import ThreadPoolExecutor\n"
+      "import numba, numpy as np\n"
+      "from retrieval_test import tie_heavy_codes\n"
+      "from unhash_jax import retrieval\n"
+      "rng = np.random.default_rng(12)\n"
+      "q, qw, proto = tie_heavy_codes(rng, 200, 32)\n"
+      "db, dw, _ = tie_heavy_codes(rng, 20000, 32, proto=proto)\n"
+      "want = retrieval.average_precision(q, db, qw, dw, topk=100, engine='jax', devices=1)\n"
+      "f = lambda _: retrieval.average_precision(q, db, qw, dw, topk=100, engine='numba')\n"
+      "with ThreadPoolExecutor(4) as pool:\n"
+      "  outs = list(pool.map(f, range(8)))\n"
+      "assert all((o == want).all() for o in outs)\n"
+      "print('ok', numba.threading_layer())\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+  out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0 and "ok workqueue" in out.stdout, out.stderr[-2000:]

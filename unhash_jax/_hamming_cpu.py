@@ -20,10 +20,17 @@ exactly what the JAX engine returns, so both share the host-side float64 metric 
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 from numba import types
 from numba.extending import intrinsic
+
+# numba's "workqueue" threading layer (its fallback when neither TBB nor OpenMP is installed) aborts the
+# process when two Python threads launch parallel kernels at once; evaluations take turns instead (each
+# uses every core anyway).
+_KERNEL_LOCK = threading.Lock()
 
 
 @intrinsic
@@ -153,6 +160,7 @@ def rank_stats(qp: np.ndarray, ql: np.ndarray, dbp: np.ndarray, dbl: np.ndarray,
     db_multi = np.zeros((1, 1), np.uint32)
   hist = np.zeros((nq if need_hist else 1, bits + 1, 2), np.int64)
   rel = np.zeros((nq if k_sel else 1, max(int(k_sel), 1)), np.bool_)
-  _rank_kernel(qw, dbw, q_single, db_single, q_multi, db_multi, multi, int(bits), int(k_sel),
-               bool(need_hist), hist, rel)
+  with _KERNEL_LOCK:
+    _rank_kernel(qw, dbw, q_single, db_single, q_multi, db_multi, multi, int(bits), int(k_sel),
+                 bool(need_hist), hist, rel)
   return (hist if need_hist else None), (rel if k_sel else None)
