@@ -535,9 +535,10 @@ def test_engine_resolution(monkeypatch):
 
 
 def test_numba_engine_on_a_larger_database_matches_the_jax_engine():
-  """59 x 20,000 codes at 64/100 bits (1 and 2 uint64 words and the generic loop), k inside a tie group."""
+  """59 x 20,000 codes at 64/100/200/300 bits (1 and 2 uint64 words, the generic loop, distances above
+  255), k inside a tie group."""
   rng = np.random.default_rng(11)
-  for bits in (64, 100, 200):
+  for bits in (64, 100, 200, 300):
     q, qw, proto = tie_heavy_codes(rng, 59, bits, flip=0.35)
     db, dw, _ = tie_heavy_codes(rng, 20_000, bits, proto=proto, flip=0.35)
     for k in (1000, None):
@@ -572,3 +573,17 @@ def test_numba_engine_from_several_threads_at_once():
   out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
                        timeout=300)
   assert out.returncode == 0 and "ok workqueue" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_distances_above_255_bits(engine):
+  """Near-opposite codes at 300 bits: distances up to 300 must not wrap around (uint8 would)."""
+  rng = np.random.default_rng(13)
+  q = rng.choice([-1.0, 1.0], size=(4, 300))
+  db = np.concatenate([-q[rng.integers(0, 4, 30)], q[rng.integers(0, 4, 30)]])
+  db = db * np.where(rng.random(db.shape) < 0.05, -1, 1)
+  ql, dl = rng.integers(0, 2, 4), rng.integers(0, 2, 60)
+  assert ref_distances(q, db).max() > 255
+  for policy in ("index", "average"):
+    got = retrieval.average_precision(q, db, ql, dl, topk=40, tie_policy=policy, engine=engine)
+    np.testing.assert_allclose(got, ref_ap(q, db, ql, dl, 40, policy), rtol=0, atol=1e-9)

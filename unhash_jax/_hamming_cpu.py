@@ -47,13 +47,13 @@ def _popcount64(typingctx, x):
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _rank_kernel(qw, dbw, q_single, db_single, q_multi, db_multi, multi, bits, k_sel, need_hist,
-                 hist_out, rel_out):  # pragma: no cover - compiled; tested through retrieval
+                 hist_out, rel_out, dist_like):  # pragma: no cover - compiled; tested through retrieval
   nq, words = qw.shape
   n = dbw.shape[0]
   lwords = q_multi.shape[1]
   nb = bits + 1
   for qi in numba.prange(nq):
-    d = np.empty(n, np.uint8)
+    d = np.empty(n, dist_like.dtype)  # uint8 up to 255 bits, uint16 beyond
     cnt = np.zeros(nb, np.int64)
     # Pass 1: distances and their histogram (specialised for 1 and 2 words: 64 and 128 bits).
     if words == 1:
@@ -162,5 +162,5 @@ def rank_stats(qp: np.ndarray, ql: np.ndarray, dbp: np.ndarray, dbl: np.ndarray,
   rel = np.zeros((nq if k_sel else 1, max(int(k_sel), 1)), np.bool_)
   with _KERNEL_LOCK:
     _rank_kernel(qw, dbw, q_single, db_single, q_multi, db_multi, multi, int(bits), int(k_sel),
-                 bool(need_hist), hist, rel)
+                 bool(need_hist), hist, rel, np.zeros(1, np.uint8 if bits <= 255 else np.uint16))
   return (hist if need_hist else None), (rel if k_sel else None)
