@@ -21,6 +21,7 @@ Usage:
   python experiments/bench_retrieval.py                  # full table
   python experiments/bench_retrieval.py --quick          # 1,000 queries, 64 bits + one multi-label row
   python experiments/bench_retrieval.py --memory         # 10,000 × 1,000,000 at 64 bits, peak RSS
+  python experiments/bench_retrieval.py --memory --engine jax   # the same with the JAX engine
   python experiments/bench_retrieval.py --only labels    # only the multi-label rows
   python experiments/bench_retrieval.py --out experiments/results/bench_retrieval.json
 """
@@ -182,7 +183,7 @@ def print_table(results):
           f"{'yes' if r['agree_1e-6'] else 'NO'} |")
 
 
-def memory_run(nq, ndb, bits, k):
+def memory_run(nq, ndb, bits, k, engine="auto"):
   """Runs in a fresh process so ru_maxrss is this evaluation's peak."""
   # int8 ±1 codes generated in slices, so the baseline RSS is small and the peak is the evaluation's.
   rng = np.random.default_rng(0)
@@ -194,15 +195,17 @@ def memory_run(nq, ndb, bits, k):
     flip = np.where(rng.random((len(lab), bits), dtype=np.float32) < 0.2, -1, 1).astype(np.int8)
     codes[s:s + 100_000] = proto[lab] * flip
   q, db, ql, dl = codes[:nq], codes[nq:], labels[:nq], labels[nq:]
-  retrieval.mean_average_precision(q[:8], db[:4096], ql[:8], dl[:4096], topk=k)  # imports, small compile
+  retrieval.mean_average_precision(q[:8], db[:4096], ql[:8], dl[:4096], topk=k,
+                                   engine=engine)  # imports, small compile
   base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   t = time.perf_counter()
-  m = retrieval.mean_average_precision(q, db, ql, dl, topk=k)
+  m = retrieval.mean_average_precision(q, db, ql, dl, topk=k, engine=engine)
   sec = time.perf_counter() - t
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   inputs_mb = (q.nbytes + db.nbytes + ql.nbytes + dl.nbytes) / 2**20
   full_mb = nq * ndb * 4 / 2**20
-  return {"queries": nq, "database": ndb, "bits": bits, "k": k, "map": m, "seconds": sec,
+  return {"engine": engine, "queries": nq, "database": ndb, "bits": bits, "k": k, "map": m,
+          "seconds": sec,
           "peak_rss_mb": peak / 1024, "rss_before_eval_mb": base / 1024, "inputs_mb": inputs_mb,
           "full_int32_distance_matrix_mb": full_mb}
 
@@ -212,6 +215,7 @@ def main():
   ap.add_argument("--quick", action="store_true", help="a fast subset")
   ap.add_argument("--memory", action="store_true", help="10k x 1M at 64 bits in a subprocess; peak RSS")
   ap.add_argument("--memory-child", nargs=4, type=int, help=argparse.SUPPRESS)
+  ap.add_argument("--engine", default="auto", help="evaluator engine of the --memory run")
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--only", default=None,
                   help="comma-separated substrings; run only workloads whose name contains one")
@@ -219,7 +223,7 @@ def main():
   args = ap.parse_args()
 
   if args.memory_child:
-    print(json.dumps(memory_run(*args.memory_child)))
+    print(json.dumps(memory_run(*args.memory_child, engine=args.engine)))
     return
 
   import jax  # noqa: PLC0415
@@ -254,7 +258,8 @@ def main():
     print_table(results)
     out["table"] = results
   else:
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", "10000", "1000000", "64", "1000"]
+    cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", "10000", "1000000", "64", "1000",
+           "--engine", args.engine]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     mem = json.loads(res.stdout.strip().splitlines()[-1])
     print(json.dumps(mem, indent=1))
