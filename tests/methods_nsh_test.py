@@ -144,7 +144,14 @@ def test_hparams_map_to_loss_keywords():
 
 def test_registry_presets_and_recipes():
   spec = get_method("nsh")
-  assert spec.recipe_names("digits") == ("digits", "digits")
+  assert spec.recipe_names("digits") == ("digits_light", "digits_light")
+  # NSH's digits views are the lighter recipe; CIBHash keeps the full digits one.
+  assert get_method("cibhash").recipe_names("digits") == ("digits", "digits")
+  from unhash_jax.data import augment
+  light, full = augment.get_recipe("digits_light"), augment.get_recipe("digits")
+  assert light.flip_prob == 0.0 and light.erase_prob == 0.0 and light.crop_scale is None
+  assert 0 < light.rotation_deg < full.rotation_deg and 0 < light.translate < full.translate
+  assert (light.mean, light.std) == (full.mean, full.std)
   assert spec.recipe_names("cifar10") == ("mocov2_view1", "mocov2_view2")
   paper = resolve_config(Config(method="nsh", dataset="cifar10"))
   assert (paper.learning_rate, paper.weight_decay) == (1e-5, 1e-5)
