@@ -101,6 +101,34 @@ def test_frozen_backbone_gets_no_gradient():
   assert float(jnp.abs(grads["hash_head"]["kernel"]).max()) > 0
 
 
+def test_backbone_lr_scale_scales_only_backbone_updates():
+  # Reference: plain optax.adam at the config's lr; the backbone's updates must be `scale` times
+  # those, the heads' identical, over several steps of a random gradient sequence.
+  import optax
+  from unhash_jax import train
+  lr = 1e-2
+  for scale in (0.0, 0.1):
+    config = resolve_config(Config(method="nsh", dataset="digits", bits=8, learning_rate=lr,
+                                   weight_decay=0.0,
+                                   model={"latent_dim": 16, "backbone_kwargs": {"hidden": (32,)},
+                                          "backbone_lr_scale": scale}))
+    model = nsh_method.make_model(config, (8, 8, 1), nnx.Rngs(params=0))
+    _, params, _ = nnx.split(model, train.trainable_filter(config), ...)
+    tx, ref = get_method("nsh").make_optimizer(config), optax.adam(lr)
+    state, ref_state = tx.init(params), ref.init(params)
+    for step in range(3):
+      keys = iter(jax.random.split(jax.random.key(step), 16))
+      grads = jax.tree.map(lambda a: jax.random.normal(next(keys), a.shape), params)
+      upd, state = tx.update(grads, state, params)
+      ref_upd, ref_state = ref.update(grads, ref_state, params)
+      for name in ("backbone", "hash_head", "latent_head"):
+        want = scale if name == "backbone" else 1.0
+        for u, r in zip(jax.tree.leaves(upd[name]), jax.tree.leaves(ref_upd[name])):
+          np.testing.assert_allclose(np.asarray(u), want * np.asarray(r), rtol=1e-6, atol=1e-12)
+  with pytest.raises(ValueError, match="backbone_lr_scale"):
+    get_method("nsh").make_optimizer(config.replace(model={**config.model, "backbone_lr_scale": -1}))
+
+
 def test_hparams_map_to_loss_keywords():
   hp = dict(get_method("nsh").hparams)
   kw = nsh_method.loss_kwargs(hp)
@@ -116,7 +144,14 @@ def test_hparams_map_to_loss_keywords():
 
 def test_registry_presets_and_recipes():
   spec = get_method("nsh")
-  assert spec.recipe_names("digits") == ("digits", "digits")
+  assert spec.recipe_names("digits") == ("digits_light", "digits_light")
+  # NSH's digits views are the lighter recipe; CIBHash keeps the full digits one.
+  assert get_method("cibhash").recipe_names("digits") == ("digits", "digits")
+  from unhash_jax.data import augment
+  light, full = augment.get_recipe("digits_light"), augment.get_recipe("digits")
+  assert light.flip_prob == 0.0 and light.erase_prob == 0.0 and light.crop_scale is None
+  assert 0 < light.rotation_deg < full.rotation_deg and 0 < light.translate < full.translate
+  assert (light.mean, light.std) == (full.mean, full.std)
   assert spec.recipe_names("cifar10") == ("mocov2_view1", "mocov2_view2")
   paper = resolve_config(Config(method="nsh", dataset="cifar10"))
   assert (paper.learning_rate, paper.weight_decay) == (1e-5, 1e-5)

@@ -265,6 +265,12 @@ PRESETS: dict[str, Recipe] = {
         rotation_deg=15.0, affine_scale=(0.85, 1.15), translate=0.125, intensity_scale=(0.7, 1.3),
         noise_std=0.05, erase_prob=0.3, erase_scale=(0.02, 0.15), erase_ratio=(0.3, 3.3),
         erase_value=0.0, mean=DIGITS_MEAN, std=DIGITS_STD),
+    # [project choice] a lighter digits recipe, NSH's on digits (methods/nsh.py): rotation ±8°, zoom
+    # 0.92–1.08, shift ±0.5 px, intensity 0.8–1.2, noise σ = 0.05, no erasing. Chosen on the
+    # validation split (experiments/configs/nsh_digits.py); lighter still (±5°, no shift) was worse.
+    "digits_light": Recipe(
+        rotation_deg=8.0, affine_scale=(0.92, 1.08), translate=0.0625, intensity_scale=(0.8, 1.2),
+        noise_std=0.05, mean=DIGITS_MEAN, std=DIGITS_STD),
     # No augmentation: resize + ImageNet normalisation (methods without views, backbone inputs).
     "none": Recipe(mean=IMAGENET_MEAN, std=IMAGENET_STD),
     # No augmentation and no normalisation: resize only, pixels in [0, 1].

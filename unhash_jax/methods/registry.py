@@ -55,11 +55,30 @@ class MethodSpec:
     return self.recipes.get(dataset, self.recipes["*"])
 
   def make_optimizer(self, config: Config) -> optax.GradientTransformation:
-    """Adam; a nonzero ``weight_decay`` is PyTorch's coupled L2 (added to the gradient first)."""
+    """Adam; a nonzero ``weight_decay`` is PyTorch's coupled L2 (added to the gradient first).
+
+    ``config.model["backbone_lr_scale"]`` (default 1) multiplies the learning rate of every parameter
+    whose path contains ``backbone`` (heads keep ``learning_rate``); 0 leaves the backbone at its
+    initialisation while its BatchNorm statistics, if any, still update.
+    """
     adam = optax.adam(learning_rate=config.learning_rate)
     if config.weight_decay:
-      return optax.chain(optax.add_decayed_weights(config.weight_decay), adam)
-    return adam
+      adam = optax.chain(optax.add_decayed_weights(config.weight_decay), adam)
+    scale = float(config.model.get("backbone_lr_scale", 1.0))
+    if scale < 0:
+      raise ValueError(f"model option backbone_lr_scale must be >= 0, got {scale}.")
+    if scale == 1.0:
+      return adam
+    return optax.multi_transform(
+        {"head": adam, "backbone": optax.chain(adam, optax.scale(scale))}, _backbone_labels)
+
+
+def _backbone_labels(params):
+  """``"backbone"`` for leaves whose path contains a ``backbone`` key, else ``"head"``."""
+  def label(path, _):
+    names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+    return "backbone" if "backbone" in names else "head"
+  return jax.tree_util.tree_map_with_path(label, params)
 
 
 def build_backbone(config: Config, input_shape: Sequence[int], rngs: nnx.Rngs) -> nnx.Module:
