@@ -248,58 +248,8 @@ def _block_lse(x, flat_ids, n, b):
 def _flat_ids(is_start):
   """Block id per entry (``cumsum`` of block starts along axis 0) and its flattened form."""
   n, b = is_start.shape
-  never = jnp.zeros_like(is_start)  # one segment: a plain cumsum, faster than jnp.cumsum on CPU
-  ids = _seg_scan(never, (is_start.astype(jnp.int32),), lambda a, x: (a[0] + x[0],))[0] - 1
+  ids = jnp.cumsum(is_start.astype(jnp.int32), axis=0) - 1
   return ids, (ids * b + jnp.arange(b, dtype=jnp.int32)).reshape(-1)
-
-
-_SCAN_CHUNK = 16  # rows per chunk of the segmented scans (unrolled, fused by XLA)
-
-
-def _seg_scan(is_start, xs, combine, chunk=_SCAN_CHUNK):
-  """Inclusive segmented scan along axis 0 of the ``[n, B]`` arrays ``xs``.
-
-  Segments begin where ``is_start`` (``bool[n, B]``); ``combine(carry, x)`` maps tuples like
-  ``xs`` to tuples. Each chunk of ``chunk`` rows is scanned by an unrolled recurrence that XLA
-  fuses into one elementwise kernel; the chunk totals are scanned recursively and carried into
-  the chunks that have not started a new segment yet. Only slices, selects and ``combine``: no
-  scatter or gather (slow on XLA:CPU), ~3× faster than a segment sum there. Its autodiff
-  transpose is slow, so it is used on stop-gradient values only.
-  """
-  n = is_start.shape[0]
-  k = min(chunk, n)
-  m = -(-n // k) * k
-  if m != n:  # padded rows start their own segments, so they never reach real rows
-    is_start = jnp.pad(is_start, ((0, m - n), (0, 0)), constant_values=True)
-    xs = tuple(jnp.pad(x, ((0, m - n), (0, 0))) for x in xs)
-  c = m // k
-  f = is_start.reshape(c, k, -1)
-  xs = tuple(x.reshape(c, k, -1) for x in xs)
-  accs, seen = [tuple(x[:, 0] for x in xs)], [f[:, 0]]
-  for j in range(1, k):
-    nxt = tuple(x[:, j] for x in xs)
-    accs.append(tuple(jnp.where(f[:, j], x, a) for x, a in zip(nxt, combine(accs[-1], nxt))))
-    seen.append(seen[-1] | f[:, j])
-  acc = tuple(jnp.stack([a[i] for a in accs], axis=1) for i in range(len(xs)))  # [c, k, B]
-  if c > 1:
-    totals = _seg_scan(seen[-1], tuple(a[:, -1] for a in acc), combine, chunk)  # [c, B]
-    carried = combine(tuple(t[:-1, None] for t in totals), tuple(a[1:] for a in acc))
-    seen = jnp.stack(seen, axis=1)[1:]
-    acc = tuple(jnp.concatenate([a[:1], jnp.where(seen, a[1:], r)], axis=0)
-                for a, r in zip(acc, carried))
-  return tuple(a.reshape(m, -1)[:n] for a in acc)
-
-
-def _block_means(y, is_start):
-  """Per-entry mean of ``y[n, B]`` over its block, by segmented scans (stop-gradient use only).
-
-  A reverse scan from each block's end gives the block's mean at its first entry; a forward
-  fill copies it over the block (so every entry of a block gets the same value).
-  """
-  is_end = jnp.concatenate([is_start[1:], jnp.ones_like(is_start[:1])], axis=0)
-  sums, counts = _seg_scan(is_end[::-1], (y[::-1], jnp.ones_like(y)),
-                           lambda a, x: (a[0] + x[0], a[1] + x[1]))
-  return _seg_scan(is_start, ((sums / counts)[::-1],), lambda a, x: a)[0]
 
 
 def _block_values(p, q, is_start, kl):
@@ -314,102 +264,36 @@ def _block_values(p, q, is_start, kl):
 
 
 def _pav_partition(p, q, kl, max_rounds=8):
-  """Block starts ``bool[n, B]`` of the decreasing isotonic fit, per column (see :func:`_pav`)."""
-  return _pav(p, q, kl, max_rounds)[0]
-
-
-def _pav(p, q, kl, max_rounds=8):
-  """Block starts ``bool[n, B]`` and per-entry block values ``[n, B]`` of the isotonic fit.
+  """Block starts ``bool[n, B]`` of the decreasing isotonic fit, per column.
 
   Solves, for each column, ``min_{v_1 ≥ … ≥ v_n}`` of ½‖v − p‖² (L2; ``q`` unused) or
   ``Σ e^{p_i − v_i} + Σ e^{q_i} v_i`` (KL; block value ``LSE(p_B) − LSE(q_B)``), and returns the
   pooled blocks (adjacent blocks of equal value are pooled too, so blocks are strictly
-  decreasing) and the solution ``v``. Not differentiable (stop-gradient inputs).
-  Pool-adjacent-violators yields the same solution whatever the order in which adjacent
-  violators are pooled, which allows:
+  decreasing). Pool-adjacent-violators yields the same solution whatever the order in which
+  adjacent violators are pooled, which allows:
 
   1. up to ``max_rounds`` data-parallel rounds, each pooling every maximal run of non-decreasing
-     block values at once (pooling such a run left to right is a valid PAV sequence), O(n)
-     vectorised work per round; typical data converge in 1–5 rounds. The first round compares
-     the entries themselves (singleton blocks); the round that finds nothing left to pool
-     computed the values of the final blocks, which are returned;
+     block values at once (pooling such a run left to right is a valid PAV sequence), O(n) vectorised work per round; typical data converge in 1–5 rounds;
   2. for columns still not converged, the classic sequential stack PAV over the remaining
      blocks (O(#blocks) steps, vectorised over columns), so the worst case stays O(n) steps.
   """
   p = jax.lax.stop_gradient(p)
   q = jax.lax.stop_gradient(q)
   n, b = p.shape
-  # L2 block means by segmented scans; KL's segmented log-sum-exps stay on segment sums, which
-  # are as fast there.
-  values = (lambda s: _block_values(p, q, s, kl)) if kl else (lambda s: _block_means(p, s))
-
-  def pool(is_start, v):
-    return is_start & jnp.concatenate([jnp.ones((1, b), bool), v[:-1] > v[1:]], axis=0)
 
   def round_(state):
-    is_start, _, _, r = state
-    v = values(is_start)
-    new = pool(is_start, v)
-    return new, v, jnp.any(new != is_start, axis=0), r + 1
+    is_start, _, r = state
+    v = _block_values(p, q, is_start, kl)
+    keep = jnp.concatenate([jnp.ones((1, b), bool), v[:-1] > v[1:]], axis=0)
+    new = is_start & keep
+    return new, jnp.any(new != is_start, axis=0), r + 1
 
-  ones = jnp.ones((n, b), bool)
-  v = p - q if kl else p  # values of singleton blocks
-  if max_rounds > 0:
-    is_start = pool(ones, v)
-    init = (is_start, v, jnp.any(~is_start, axis=0), jnp.int32(1))
-    is_start, v, changed, _ = jax.lax.while_loop(
-        lambda s: jnp.any(s[2]) & (s[3] < max_rounds), round_, init)
-  else:
-    is_start, changed = ones, jnp.ones((b,), bool)
-
-  def finish(a):
-    is_start, _ = a
-    is_start = _sequential_pav(p, q, is_start, changed, kl)
-    return is_start, values(is_start)
-
+  init = (jnp.ones((n, b), bool), jnp.ones((b,), bool), jnp.int32(0))
+  is_start, changed, _ = jax.lax.while_loop(
+      lambda s: jnp.any(s[1]) & (s[2] < max_rounds), round_, init)
   # Typical inputs converge within the rounds: skip the stack PAV's setup entirely then.
-  return jax.lax.cond(jnp.any(changed), finish, lambda a: a, (is_start, v))
-
-
-def _isotonic_l2(y):
-  """Decreasing L2 isotonic regression of each column of ``y[n, B]``: block means of PAV.
-
-  Differentiable: the JVP is the block average of the tangent (Blondel et al. 2020 §5).
-  """
-  starts, v = _pav(y, y, kl=False)
-  return _block_means_given(y, starts, v)
-
-
-@jax.custom_jvp
-def _block_means_given(y, starts, means):
-  """``means`` (the block means of ``y`` over the partition ``starts``), with their derivative.
-
-  The forward value is the one PAV computed already; the tangent is the block average of the
-  tangent of ``y``, written with a segment sum and a gather, whose transposes (gather,
-  scatter-add) make the reverse pass cheap. The primal output of the rule is this function
-  again, so derivatives of every order are right (the partition is piecewise constant in ``y``:
-  the second derivative is zero).
-  """
-  del y, starts
-  return means
-
-
-@_block_means_given.defjvp
-def _block_means_given_jvp(primals, tangents):
-  y, starts, means = primals
-  t = tangents[0]
-  return _block_means_given(y, starts, means), _block_average(t, starts)
-
-
-def _block_average(t, starts):
-  """Per-entry mean of ``t[n, B]`` over the blocks ``starts`` (linear in ``t``, cheap transpose)."""
-  n, b = t.shape
-  ids, fids = _flat_ids(starts)
-  ones = jnp.ones(t.shape, jnp.int32)
-  is_end = jnp.concatenate([starts[1:], jnp.ones_like(starts[:1])], axis=0)
-  sizes = _seg_scan(is_end[::-1], (ones,), lambda a, x: (a[0] + x[0],))[0][::-1]
-  sizes = _seg_scan(starts, (sizes,), lambda a, x: a)[0]  # block size, on every entry
-  return jnp.take_along_axis(_block_sum(t, fids, n, b), ids, axis=0) / sizes.astype(t.dtype)
+  return jax.lax.cond(jnp.any(changed),
+                      lambda a: _sequential_pav(p, q, a, changed, kl), lambda a: a, is_start)
 
 
 def _sequential_pav(p, q, is_start, todo, kl):
@@ -479,7 +363,9 @@ def _soft_rank_rows(x, eps, kl, descending):
     out = jnp.exp(s - _block_values(s, logw, starts, kl=True))
   else:
     # r = P_L2(θ/ε, ρ) = s − isotonic(s − ρ), un-permuted.
-    out = s - _isotonic_l2(s - w)
+    y = s - w
+    starts = _pav_partition(y, y, kl=False)
+    out = s - _block_values(y, y, starts, kl=False)
   rows = jnp.arange(b)[:, None]
   return jnp.zeros_like(x).at[rows, perm].set(out.T, unique_indices=True)
 
@@ -498,7 +384,9 @@ def _soft_sort_rows(x, eps, kl, descending):
     res = _block_values(w, s, starts, kl=True)
   else:
     # P_L2(ρ/ε, s) = ρ/ε − isotonic(ρ/ε − s).
-    res = _isotonic_l2(w - s)
+    y = w - s
+    starts = _pav_partition(y, y, kl=False)
+    res = _block_values(y, y, starts, kl=False)
   return (sign * (w - res)).T
 
 
