@@ -281,14 +281,23 @@ def _pav_partition(p, q, kl, max_rounds=8):
   q = jax.lax.stop_gradient(q)
   n, b = p.shape
 
+  def pool(is_start, v):
+    return is_start & jnp.concatenate([jnp.ones((1, b), bool), v[:-1] > v[1:]], axis=0)
+
   def round_(state):
     is_start, _, r = state
-    v = _block_values(p, q, is_start, kl)
-    keep = jnp.concatenate([jnp.ones((1, b), bool), v[:-1] > v[1:]], axis=0)
-    new = is_start & keep
+    new = pool(is_start, _block_values(p, q, is_start, kl))
     return new, jnp.any(new != is_start, axis=0), r + 1
 
-  init = (jnp.ones((n, b), bool), jnp.ones((b,), bool), jnp.int32(0))
+  ones = jnp.ones((n, b), bool)
+  if max_rounds > 0:
+    # Round 1 on singleton blocks, whose values are the entries themselves (exactly what
+    # _block_values returns for them: p/1, and LSE(p_i) − LSE(q_i) = p_i − q_i), without its
+    # segment sums and gather.
+    first = pool(ones, p - q if kl else p)
+    init = (first, jnp.any(~first, axis=0), jnp.int32(1))
+  else:
+    init = (ones, jnp.ones((b,), bool), jnp.int32(0))
   is_start, changed, _ = jax.lax.while_loop(
       lambda s: jnp.any(s[1]) & (s[2] < max_rounds), round_, init)
   # Typical inputs converge within the rounds: skip the stack PAV's setup entirely then.
