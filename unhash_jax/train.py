@@ -28,6 +28,7 @@ from unhash_jax import logging as run_logging
 from unhash_jax.config import Config
 from unhash_jax.data import augment, builders, loader, protocols
 from unhash_jax.methods import MethodSpec, get_method, resolve_config
+from unhash_jax.models import IN_BACKBONE
 
 
 class NonFiniteLossError(RuntimeError):
@@ -46,7 +47,7 @@ class TrainState(struct.PyTreeNode):
 def trainable_filter(config: Config):
   """Parameters the optimizer updates: all, or all outside the backbone when it is frozen."""
   if config.model.get("frozen_backbone", False):
-    return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("backbone")))
+    return nnx.All(nnx.Param, nnx.Not(IN_BACKBONE))
   return nnx.Param
 
 

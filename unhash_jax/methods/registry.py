@@ -13,7 +13,7 @@ import optax
 from flax import nnx
 
 from unhash_jax.config import Config
-from unhash_jax.models import make_backbone
+from unhash_jax.models import IN_BACKBONE, make_backbone
 
 # Config fields that a method's defaults and per-dataset presets may fill when the user left them None.
 RESOLVABLE_FIELDS = ("protocol", "backbone", "batch_size", "learning_rate", "weight_decay",
@@ -57,8 +57,8 @@ class MethodSpec:
   def make_optimizer(self, config: Config) -> optax.GradientTransformation:
     """Adam; a nonzero ``weight_decay`` is PyTorch's coupled L2 (added to the gradient first).
 
-    ``config.model["backbone_lr_scale"]`` (default 1) multiplies the learning rate of every parameter
-    whose path contains ``backbone`` (heads keep ``learning_rate``); 0 leaves the backbone at its
+    ``config.model["backbone_lr_scale"]`` (default 1) multiplies the learning rate of the backbone's
+    parameters (heads keep ``learning_rate``); 0 leaves the backbone at its
     initialisation while its BatchNorm statistics, if any, still update.
     """
     adam = optax.adam(learning_rate=config.learning_rate)
@@ -73,12 +73,10 @@ class MethodSpec:
         {"head": adam, "backbone": optax.chain(adam, optax.scale(scale))}, _backbone_labels)
 
 
-def _backbone_labels(params):
-  """``"backbone"`` for leaves whose path contains a ``backbone`` key, else ``"head"``."""
-  def label(path, _):
-    names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
-    return "backbone" if "backbone" in names else "head"
-  return jax.tree_util.tree_map_with_path(label, params)
+def _backbone_labels(params: nnx.State) -> nnx.State:
+  """``"backbone"`` for the backbone's parameters (:data:`~unhash_jax.models.IN_BACKBONE`), else
+  ``"head"``."""
+  return nnx.map_state(lambda path, value: "backbone" if IN_BACKBONE(path, value) else "head", params)
 
 
 def build_backbone(config: Config, input_shape: Sequence[int], rngs: nnx.Rngs) -> nnx.Module:

@@ -113,6 +113,11 @@ class FlattenBackbone(nnx.Module):
     return Features(h, h[:, None, :])
 
 
+# The models keep their backbone in an attribute named ``backbone``: this filter selects its state
+# (frozen-backbone training, per-backbone learning rates).
+IN_BACKBONE = nnx.PathContains("backbone")
+
+
 def backbone_features(backbone: nnx.Module, x: jax.Array, *, train: bool, frozen: bool) -> Features:
   """``backbone(x)``; when ``frozen``: BatchNorm in inference mode and gradients stopped at the output.
 
