@@ -191,6 +191,15 @@ def _to_rows(x: jax.Array, axis: int):
   return rows, lambda y: jnp.moveaxis(y.reshape(*lead, y.shape[-1]), -1, axis)
 
 
+def _along_axis(rows_fn, fn, values, regularization_strength, regularization, direction, axis):
+  """Checks the arguments, applies ``rows_fn([B, n], ε, kl, descending)`` along ``axis``."""
+  x, d = _check_args(fn, values, regularization_strength, regularization, direction)
+  rows, restore = _to_rows(x, axis)
+  if rows.shape[-1] == 0:
+    return x
+  return restore(rows_fn(rows, regularization_strength, regularization == "kl", d == "descending"))
+
+
 # -- Sorting permutation. ----------------------------------------------------------------------
 
 
@@ -439,12 +448,8 @@ def soft_rank(values: jax.Array, *, regularization_strength=1.0, regularization:
     >>> soft_rank(jnp.array([0.0, 5.0, 10.0]), regularization_strength=10.0).tolist()
     [1.5, 2.0, 2.5]
   """
-  x, d = _check_args("soft_rank", values, regularization_strength, regularization, direction)
-  rows, restore = _to_rows(x, axis)
-  if rows.shape[-1] == 0:
-    return x
-  out = _soft_rank_rows(rows, regularization_strength, regularization == "kl", d == "descending")
-  return restore(out)
+  return _along_axis(_soft_rank_rows, "soft_rank", values, regularization_strength, regularization,
+                     direction, axis)
 
 
 def soft_sort(values: jax.Array, *, regularization_strength=1.0, regularization: str = "l2",
@@ -482,9 +487,5 @@ def soft_sort(values: jax.Array, *, regularization_strength=1.0, regularization:
     >>> soft_sort(jnp.array([10.0, 0.0, 5.0]), regularization_strength=2.0).tolist()
     [4.5, 5.0, 5.5]
   """
-  x, d = _check_args("soft_sort", values, regularization_strength, regularization, direction)
-  rows, restore = _to_rows(x, axis)
-  if rows.shape[-1] == 0:
-    return x
-  out = _soft_sort_rows(rows, regularization_strength, regularization == "kl", d == "descending")
-  return restore(out)
+  return _along_axis(_soft_sort_rows, "soft_sort", values, regularization_strength, regularization,
+                     direction, axis)
