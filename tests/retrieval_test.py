@@ -4,6 +4,8 @@ import itertools
 import json
 import math
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -433,8 +435,6 @@ def test_sharded_database_equals_single_device(policy):
 @pytest.mark.multidevice
 def test_sharded_path_in_a_fresh_process(tmp_path):
   """The 8-device path in a subprocess that sets XLA_FLAGS itself before JAX starts."""
-  import subprocess
-  import sys
   code = (
       "import os; os.environ['XLA_FLAGS']='--xla_force_host_platform_device_count=8'\n"
       "import jax, numpy as np\n"
@@ -447,11 +447,15 @@ def test_sharded_path_in_a_fresh_process(tmp_path):
       "b = R.average_precision(q, db, ql, dl, topk=20, engine='jax')\n"
       "assert (a == b).all(), (a, b)\n"
       "print('ok')\n")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
-                       text=True, timeout=300)
+  out = _run_python(code, XLA_FLAGS="--xla_force_host_platform_device_count=8")
   assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def _run_python(code: str, **env) -> subprocess.CompletedProcess:
+  """Runs ``python -c code`` from the repository root with extra environment variables."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run([sys.executable, "-c", code], cwd=root, env=dict(os.environ, **env),
+                        capture_output=True, text=True, timeout=300)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -551,8 +555,6 @@ def test_numba_engine_on_a_larger_database_matches_the_jax_engine():
 def test_numba_engine_from_several_threads_at_once():
   """Concurrent evaluations (e.g. a training thread and a notebook) neither crash nor mix results, even
   under numba's workqueue threading layer, which aborts on concurrent parallel launches (subprocess)."""
-  import subprocess
-  import sys
   code = (
       "import sys; sys.path.insert(0, 'tests')\n"
       "from concurrent.futures import ThreadPoolExecutor\n"
@@ -568,10 +570,7 @@ def test_numba_engine_from_several_threads_at_once():
       "  outs = list(pool.map(f, range(8)))\n"
       "assert all((o == want).all() for o in outs)\n"
       "print('ok', numba.threading_layer())\n")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
-  out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
-                       timeout=300)
+  out = _run_python(code, NUMBA_THREADING_LAYER="workqueue")
   assert out.returncode == 0 and "ok workqueue" in out.stdout, out.stderr[-2000:]
 
 
