@@ -22,11 +22,33 @@ def make_model(config: Config, input_shape: Sequence[int], rngs: nnx.Rngs) -> Ha
                      feature_dropout=opts.get("feature_dropout", 0.0), rngs=rngs)
 
 
+def _has_batch_statistics(model: nnx.Module) -> bool:
+  return bool(jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
+
+
+def logits_of_views(model: HashEncoder, view1: jax.Array, view2: jax.Array, *, key: jax.Array
+                    ) -> tuple[jax.Array, jax.Array]:
+  """Training logits ``[B, bits]`` of both views ``[B, ...]``.
+
+  A model without batch statistics treats every example on its own, so both views go through one
+  forward pass over the interleaved batch ``[v1₀, v2₀, v1₁, …]`` ``[2B, ...]``: larger matrix
+  products (the 4096-d feature encoder's step is ~25 % faster on CPU), and interleaving rather
+  than concatenating keeps each device's rows on that device when the batch is sharded. With
+  BatchNorm each view is its own forward pass, so each is normalised by its own batch statistics
+  as in the official code. Dropout draws differ between the two paths (one key vs two).
+  """
+  k1, k2 = jax.random.split(key)
+  if _has_batch_statistics(model):
+    return model(view1, train=True, key=k1), model(view2, train=True, key=k2)
+  both = jnp.stack([view1, view2], axis=1).reshape(2 * view1.shape[0], *view1.shape[1:])
+  logits = model(both, train=True, key=k1).reshape(view1.shape[0], 2, -1)
+  return logits[:, 0], logits[:, 1]
+
+
 def compute_loss(model: HashEncoder, view1: jax.Array, view2: jax.Array, *, key: jax.Array,
                  hparams: dict) -> tuple[jax.Array, dict]:
-  k1, k2, k_codes = jax.random.split(key, 3)
-  logits1 = model(view1, train=True, key=k1)
-  logits2 = model(view2, train=True, key=k2)
+  k_views, k_codes = jax.random.split(key)
+  logits1, logits2 = logits_of_views(model, view1, view2, key=k_views)
   stochastic = hparams.get("stochastic_codes", False)
   loss, aux = cibhash_loss_with_aux(
       logits1, logits2, temperature=hparams["temperature"], kl_weight=hparams["kl_weight"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from unhash_jax.dropout import dropout
 from unhash_jax.models.backbones import Features, backbone_features
 
 
@@ -29,7 +30,9 @@ class HashEncoder(nnx.Module):
     frozen_backbone: stop gradients at the backbone output and run its BatchNorm in inference mode
       (its parameters are also kept out of the optimizer by the training code).
     feature_dropout: dropout rate on the backbone feature during training (the official CIBHash keeps
-      VGG's fc7 dropout active while the backbone is frozen, methods.md §2.1).
+      VGG's fc7 dropout active while the backbone is frozen, methods.md §2.1); drawn with
+      :func:`unhash_jax.dropout.dropout` (16-bit uniforms, a quarter of ``nnx.Dropout``'s threefry
+      evaluations).
   """
 
   def __init__(self, backbone: nnx.Module, bits: int, *, hidden: int = 1024,
@@ -37,7 +40,7 @@ class HashEncoder(nnx.Module):
     self.backbone = backbone
     self.head = HashHead(backbone.feature_dim, bits, hidden=hidden, rngs=rngs)
     self.frozen_backbone = frozen_backbone
-    self.dropout = nnx.Dropout(feature_dropout) if feature_dropout > 0 else None
+    self.feature_dropout = float(feature_dropout)
 
   def features(self, x: jax.Array, *, train: bool = False) -> Features:
     return backbone_features(self.backbone, x, train=train, frozen=self.frozen_backbone)
@@ -45,6 +48,8 @@ class HashEncoder(nnx.Module):
   def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
                ) -> jax.Array:
     h = self.features(x, train=train).pooled
-    if self.dropout is not None and train:
-      h = self.dropout(h, deterministic=False, rngs=key)
+    if self.feature_dropout > 0 and train:
+      if key is None:
+        raise ValueError("HashEncoder with feature_dropout > 0 needs a PRNG key when train=True")
+      h = dropout(h, rate=self.feature_dropout, key=key)
     return self.head(h)
