@@ -275,11 +275,13 @@ def test_sequential_fallback_equals_parallel_rounds(x64, max_rounds, kl):
   s = -np.sort(-rng.normal(size=(b, n)), -1).T * np.array([1.0, 30.0, 100.0, 300.0, 1e4])
   w = RHO(n)[:, None] * np.ones((1, b))
   p, q = (jnp.asarray(s), jnp.asarray(np.log(w))) if kl else (jnp.asarray(s - w),) * 2
-  ref = sorting._pav_partition(p, q, kl, max_rounds=10**6)
-  got = sorting._pav_partition(p, q, kl, max_rounds=max_rounds)
+  ref, ref_values = sorting._pav_partition(p, q, kl, max_rounds=10**6)
+  got, got_values = sorting._pav_partition(p, q, kl, max_rounds=max_rounds)
   np.testing.assert_array_equal(got, ref)
+  np.testing.assert_allclose(got_values, ref_values, rtol=1e-12)
   if not kl:
-    v = np.asarray(sorting._block_values(p, q, got, kl))
+    # The values carried out of the rounds (or recomputed after the stack PAV) are the fit.
+    v = np.asarray(got_values)
     for c in range(b):
       np.testing.assert_allclose(v[:, c], _pav_decreasing(np.asarray(p[:, c])), rtol=1e-10,
                                  atol=1e-9)
