@@ -31,14 +31,23 @@ class NSHModel(nnx.Module):
     frozen_backbone: stop gradients at the backbone output and run its BatchNorm in inference mode
       (the ``paper`` preset's frozen ResNet-50; the trainer also keeps its parameters out of the
       optimizer).
+    hash_init_scale: multiplies the standard deviation of the hash head's initial kernel ``W_b``
+      (Flax's LeCun-normal, ``std = 1/sqrt(d)``; the bias starts at 0). Larger values start the
+      tanh codes nearer ±1, so code similarities differ by more than ``τ_sort`` from the first
+      step. Initialisation only: the model and loss are unchanged.
   """
 
   def __init__(self, backbone: nnx.Module, bits: int, *, latent_dim: int = 1024,
-               frozen_backbone: bool = False, rngs: nnx.Rngs):
+               frozen_backbone: bool = False, hash_init_scale: float = 1.0, rngs: nnx.Rngs):
     if latent_dim < 1:
       raise ValueError(f"NSHModel: latent_dim must be >= 1, got {latent_dim}.")
+    if not hash_init_scale > 0:
+      raise ValueError(f"NSHModel: hash_init_scale must be > 0, got {hash_init_scale}.")
     self.backbone = backbone
-    self.hash_head = nnx.Linear(backbone.feature_dim, bits, rngs=rngs)
+    self.hash_head = nnx.Linear(
+        backbone.feature_dim, bits, rngs=rngs,
+        kernel_init=nnx.initializers.variance_scaling(float(hash_init_scale) ** 2, "fan_in",
+                                                      "truncated_normal"))
     self.latent_head = nnx.Linear(backbone.feature_dim, latent_dim, rngs=rngs)
     self.frozen_backbone = frozen_backbone
 
@@ -59,7 +68,8 @@ class NSHModel(nnx.Module):
 def make_model(config: Config, input_shape: Sequence[int], rngs: nnx.Rngs) -> NSHModel:
   opts = config.model
   return NSHModel(build_backbone(config, input_shape, rngs), config.bits, latent_dim=opts.get("latent_dim", 1024),
-                  frozen_backbone=opts.get("frozen_backbone", False), rngs=rngs)
+                  frozen_backbone=opts.get("frozen_backbone", False),
+                  hash_init_scale=opts.get("hash_init_scale", 1.0), rngs=rngs)
 
 
 def loss_kwargs(hparams: dict) -> dict:
