@@ -5,9 +5,13 @@ prints the validation mAP at every evaluation and the train-side diagnostics ave
 ``log_every`` steps (``self_top1``, ``bit_balance``), plus the wall time. The test split is evaluated
 by the trainer at the end but deliberately NOT printed: tune on validation only.
 
-Usage (one setting per invocation; JSON overrides of Config fields, ``model``/``hparams`` merged)::
+Usage (one setting per invocation; JSON overrides of Config fields, ``model``/``hparams`` merged
+by the method's preset; optional label; optional workdir to keep, e.g. a pretraining run)::
 
   nice -n 19 python experiments/nsh_digits_sweep.py '{"steps": 400, "model": {"hash_init_scale": 4}}'
+  nice -n 19 python experiments/nsh_digits_sweep.py '{"method": "cibhash"}' cib32 /tmp/cib32
+  nice -n 19 python experiments/nsh_digits_sweep.py \
+      '{"init_backbone_from": "/tmp/cib32", "model": {"frozen_backbone": true}}'
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ def main(argv: list[str]) -> None:
   label = argv[2] if len(argv) > 2 else json.dumps(overrides, sort_keys=True)
   base = {"method": "nsh", "dataset": "digits", "bits": 32}
   config = Config.from_dict({**base, **overrides})
-  with tempfile.TemporaryDirectory() as workdir:
+  with tempfile.TemporaryDirectory() as tmp:
+    workdir = argv[3] if len(argv) > 3 else tmp
     t0 = time.perf_counter()
     train.train_and_evaluate(config, workdir)
     wall = time.perf_counter() - t0

@@ -125,8 +125,7 @@ NSH = register(MethodSpec(
         # lighter digits_light views and lr 3e-4 move the peak to ~200 steps and raise it.
         "digits": {"backbone": "mlp", "batch_size": 128, "steps": 200, "eval_every": 100,
                    "checkpoint_every": 200, "image_size": 8, "learning_rate": 3e-4,
-                   "weight_decay": 0.0, "hparams": {"quantization_weight": 0.1},
-                   "model": {"backbone_kwargs": {"hidden": (512,)}}},
+                   "weight_decay": 0.0, "hparams": {"quantization_weight": 0.1}},
         "cifar10": {"backbone": "small_cnn", "image_size": 32},
     },
     recipes={"digits": ("digits_light", "digits_light"), "*": ("mocov2_view1", "mocov2_view2")},
