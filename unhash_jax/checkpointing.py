@@ -3,6 +3,9 @@
 Each checkpoint step holds the state (``StandardSave``) and a small JSON record of what made it
 (method, bits, dataset, backbone), so that a workdir cannot silently be resumed by a different run.
 Kept: the latest ``keep`` checkpoints plus the best one by validation mAP.
+
+:func:`read_backbone` reads only the backbone arrays of another run's checkpoint, read-only (a
+label-free pretrained backbone for a second method: ``--init_backbone_from``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as cm
@@ -20,6 +25,10 @@ IDENTITY_FIELDS = ("method", "bits", "dataset", "backbone")
 
 class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be used (unreadable, or made by a different run)."""
+
+
+class BackboneInitError(ValueError):
+  """``init_backbone_from`` cannot be used: no such workdir or checkpoint, or its backbone differs."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -88,3 +97,106 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> A
         f"(unreadable or corrupt): {type(e).__name__}: {e}") from e
   logging.info("Restored checkpoint step %d from %s", step, manager.directory)
   return restored["state"]
+
+
+# The model attribute that holds the backbone (models.IN_BACKBONE selects the same subtree), and the
+# train-state fields that hold model variables (trainable parameters; frozen ones + BN statistics).
+_BACKBONE_KEY = "backbone"
+_MODEL_FIELDS = ("params", "rest")
+
+
+def read_backbone(workdir: str, *, step: int | None = None
+                  ) -> tuple[dict[tuple[str, ...], np.ndarray], dict[str, Any], int]:
+  """Reads the backbone variables saved in another run's checkpoint, without writing to it.
+
+  Only the arrays under the model's ``backbone`` attribute are read (orbax partial restore; the
+  heads and the optimizer state are not loaded), whichever method trained them, from both the
+  trainable parameters and the rest (a frozen backbone's parameters, BatchNorm statistics).
+
+  Args:
+    workdir: the other run's workdir (the folder that holds ``checkpoints/``).
+    step: checkpoint step to read; None = the latest.
+
+  Returns:
+    ``(arrays, identity, step)``: ``{model path -> numpy array}`` with paths as tuples of strings
+    starting with ``"backbone"`` (e.g. ``("backbone", "layers", "0", "kernel")``), the checkpoint's
+    identity record (method, bits, dataset, backbone) and the step read.
+
+  Raises:
+    BackboneInitError: ``workdir`` or its checkpoints do not exist, the step is missing, or the
+      checkpoint holds no backbone variables. CheckpointError: the checkpoint cannot be read.
+  """
+  root = os.path.abspath(workdir)
+  if not os.path.isdir(root):
+    raise BackboneInitError(f"init_backbone_from: {workdir!r} is not a directory (expected the "
+                            f"workdir of a finished run, holding checkpoints/).")
+  directory = checkpoint_dir(root)
+  if not os.path.isdir(directory):
+    raise BackboneInitError(f"init_backbone_from: {workdir!r} has no checkpoints/ folder; pass the "
+                            f"--workdir of a run that saved a checkpoint.")
+  handlers = {"state": ocp.PyTreeCheckpointHandler(), "identity": ocp.JsonCheckpointHandler()}
+  manager = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      item_handlers=handlers)
+  try:
+    steps = manager.all_steps()
+    if not steps:
+      raise BackboneInitError(f"init_backbone_from: {directory} holds no checkpoint.")
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise BackboneInitError(f"init_backbone_from: {directory} has no checkpoint at step {step}; "
+                              f"its steps are {sorted(steps)}.")
+    try:
+      identity = dict(manager.restore(step, args=ocp.args.Composite(
+          identity=ocp.args.JsonRestore()))["identity"])
+      metadata = manager.item_metadata(step)["state"]
+    except Exception as e:  # orbax raises many types for missing/corrupt files
+      raise CheckpointError(f"cannot read the checkpoint at step {step} in {directory}: "
+                            f"{type(e).__name__}: {e}") from e
+    tree = getattr(metadata, "tree", metadata)
+    wanted = {f: {_BACKBONE_KEY: tree[f][_BACKBONE_KEY]} for f in _MODEL_FIELDS
+              if isinstance(tree, Mapping) and isinstance(tree.get(f), Mapping)
+              and _BACKBONE_KEY in tree[f]}
+    if not wanted:
+      raise BackboneInitError(
+          f"init_backbone_from: the checkpoint at step {step} in {directory} holds no backbone "
+          f"variables (made by {identity.get('method')!r} with backbone "
+          f"{identity.get('backbone')!r}).")
+    item = _tree_map(_abstract, wanted)
+    restore_args = _tree_map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          item=item, restore_args=restore_args, partial_restore=True)))["state"]
+    except Exception as e:
+      raise CheckpointError(f"cannot read the backbone of the checkpoint at step {step} in "
+                            f"{directory}: {type(e).__name__}: {e}") from e
+  finally:
+    manager.close()
+  arrays: dict[tuple[str, ...], np.ndarray] = {}
+  for field in restored:
+    for path, value in _flatten(restored[field]):
+      # A variable is saved as {"value": array}: drop that last key to get the model path.
+      if path and path[-1] == "value":
+        path = path[:-1]
+      arrays[path] = np.asarray(value)
+  return arrays, identity, int(step)
+
+
+def _abstract(meta: Any) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype)
+
+
+def _tree_map(fn, tree: Any) -> Any:
+  if isinstance(tree, Mapping):
+    return {k: _tree_map(fn, v) for k, v in tree.items()}
+  return fn(tree)
+
+
+def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+  if isinstance(tree, Mapping):
+    out = []
+    for k, v in tree.items():
+      out.extend(_flatten(v, prefix + (str(k),)))
+    return out
+  return [(prefix, tree)]

@@ -40,6 +40,9 @@ class Config:
     hparams: the method's loss hyper-parameters (keyword arguments of its loss).
     model: model options (e.g. hidden widths, dropout), method specific.
     distributed: call ``jax.distributed.initialize()`` first (multi-host TPU pods).
+    init_backbone_from: workdir of another run (any method, same backbone and input size) whose
+      latest checkpoint initialises the backbone before training; only read, never written. None
+      = the backbone's own initialisation.
   """
 
   method: str = "cibhash"
@@ -67,6 +70,7 @@ class Config:
   hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
   model: dict[str, Any] = dataclasses.field(default_factory=dict)
   distributed: bool = False
+  init_backbone_from: str | None = None
 
   def replace(self, **changes: Any) -> "Config":
     return dataclasses.replace(self, **changes)

@@ -2,7 +2,8 @@
 
 With no flags it trains CIBHash with 32 bits on the embedded digits data set and prints the retrieval
 metrics. Exit status: 0 on success, 2 for usage errors (bad flags), 1 for run errors (missing or
-corrupt data, a checkpoint of another run, a non-finite loss).
+corrupt data, a checkpoint of another run, an ``--init_backbone_from`` checkpoint that is missing or
+whose backbone does not fit, a non-finite loss).
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints (0: on
 flags.DEFINE_integer("keep_checkpoints", 2, "Recent checkpoints to keep (plus the best).")
 flags.DEFINE_integer("log_every", 100, "Steps between progress lines.")
 flags.DEFINE_bool("select_on_val", False, "Evaluate the best-validation state, not the last.")
+flags.DEFINE_string("init_backbone_from", None,
+                    "Workdir of another run (any method, same backbone and input size) whose latest "
+                    "checkpoint initialises the backbone, e.g. a CIBHash run for NSH's heads. Read "
+                    "only; ignored when this run resumes from its own checkpoint.")
+flags.DEFINE_bool("frozen_backbone", None,
+                  "Keep the backbone fixed (no gradient, BatchNorm in inference mode); default: the "
+                  "method's preset. Model option frozen_backbone.")
+flags.DEFINE_float("backbone_lr_scale", None,
+                   "Multiplies the backbone's learning rate (heads keep --learning_rate); default: "
+                   "the method's preset (1). Model option backbone_lr_scale.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods).")
 
 
@@ -111,6 +122,13 @@ def config_from_flags() -> Config:
     value = getattr(FLAGS, name)
     if value is not None and value < 1:
       raise UsageError(f"--{name} must be >= 1, got {value}.")
+  if FLAGS.init_backbone_from is not None and not os.path.isdir(FLAGS.init_backbone_from):
+    raise UsageError(f"--init_backbone_from={FLAGS.init_backbone_from!r} is not a directory; pass "
+                     f"the --workdir of a finished run (it holds checkpoints/).")
+  if FLAGS.backbone_lr_scale is not None and FLAGS.backbone_lr_scale < 0:
+    raise UsageError(f"--backbone_lr_scale must be >= 0, got {FLAGS.backbone_lr_scale}.")
+  model = {name: getattr(FLAGS, name) for name in ("frozen_backbone", "backbone_lr_scale")
+           if getattr(FLAGS, name) is not None}
   for name in ("learning_rate",):
     value = getattr(FLAGS, name)
     if value is not None and not value > 0:
@@ -132,7 +150,9 @@ def config_from_flags() -> Config:
       eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
       keep_checkpoints=FLAGS.keep_checkpoints, log_every=FLAGS.log_every,
       select_on_val=FLAGS.select_on_val, data_dir=FLAGS.data_dir, archive=FLAGS.archive,
-      hparams=hparams, distributed=FLAGS.distributed)
+      hparams=hparams, model=model, distributed=FLAGS.distributed,
+      init_backbone_from=(os.path.abspath(FLAGS.init_backbone_from)
+                          if FLAGS.init_backbone_from else None))
   from unhash_jax.methods import resolve_config
   try:
     resolved = resolve_config(config)
@@ -171,8 +191,9 @@ def main(argv):
       "runs", f"{config.method}-{config.dataset}-{config.bits}b")
   try:
     results = train.train_and_evaluate(config, workdir)
-  except (checkpointing.CheckpointError, train.NonFiniteLossError, DataError, FileNotFoundError,
-          NotADirectoryError, PermissionError) as e:
+  except (checkpointing.CheckpointError, checkpointing.BackboneInitError,
+          train.NonFiniteLossError, DataError, FileNotFoundError, NotADirectoryError,
+          PermissionError) as e:
     _fail("error", str(e), 1)
   print(format_results(results))
   print(f"Wrote {os.path.join(workdir, 'results.json')}, codes.npz and pr_curve.png.")

@@ -63,11 +63,17 @@ class Setup:
   mesh: jax.sharding.Mesh
 
 
-def create_train_state(config: Config, input_shape, mesh: jax.sharding.Mesh
-                       ) -> tuple[Setup, TrainState]:
-  """Initialises the model and optimizer; the state is placed replicated on ``mesh``."""
+def create_train_state(config: Config, input_shape, mesh: jax.sharding.Mesh, *,
+                       init_backbone: bool = True) -> tuple[Setup, TrainState]:
+  """Initialises the model and optimizer; the state is placed replicated on ``mesh``.
+
+  With ``config.init_backbone_from`` set and ``init_backbone`` true, the backbone's variables are
+  then loaded from that workdir's latest checkpoint (:func:`init_backbone_from`).
+  """
   spec = get_method(config.method)
   model = spec.make_model(config, input_shape, nnx.Rngs(params=config.seed))
+  if init_backbone and config.init_backbone_from:
+    init_backbone_from(model, config.init_backbone_from, backbone=config.backbone)
   graphdef, params, rest = nnx.split(model, trainable_filter(config), ...)
   tx = spec.make_optimizer(config)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
@@ -76,6 +82,64 @@ def create_train_state(config: Config, input_shape, mesh: jax.sharding.Mesh
   setup = Setup(config=config, spec=spec, graphdef=graphdef, tx=tx,
                 input_shape=tuple(input_shape), mesh=mesh)
   return setup, state
+
+
+def init_backbone_from(model: nnx.Module, workdir: str, *, backbone: str | None = None,
+                       step: int | None = None) -> dict[str, Any]:
+  """Overwrites ``model``'s backbone with the one saved in another run's checkpoint (in place).
+
+  Every variable under the model's ``backbone`` attribute (:data:`~unhash_jax.models.IN_BACKBONE`:
+  parameters and BatchNorm statistics) is replaced by the array of the same path in the latest (or
+  ``step``) checkpoint of ``workdir``; the heads keep their initialisation. The source run may be
+  of any method (e.g. a CIBHash run pretraining the backbone without labels for NSH's heads) but
+  must have the same backbone architecture and input shape. The source workdir is only read.
+
+  Args:
+    model: an NNX model whose backbone lives in its ``backbone`` attribute.
+    workdir: the source run's workdir.
+    backbone: this run's backbone name; when given, it must equal the checkpoint's.
+    step: the checkpoint step to read (None = latest).
+
+  Returns:
+    ``{"workdir", "step", "method", "backbone", "num_arrays"}`` of the source.
+
+  Raises:
+    checkpointing.BackboneInitError (a ValueError): no such workdir/checkpoint, another backbone
+      name, or variables whose paths or shapes differ (the message names them).
+  """
+  arrays, identity, step = checkpointing.read_backbone(workdir, step=step)
+  if backbone is not None and identity.get("backbone") not in (None, backbone):
+    raise checkpointing.BackboneInitError(
+        f"init_backbone_from: the checkpoint in {workdir!r} has backbone "
+        f"{identity.get('backbone')!r}, this run {backbone!r}; both runs need the same backbone.")
+  target = nnx.state(model, IN_BACKBONE)
+  paths = {tuple(str(k) for k in path): variable for path, variable in nnx.to_flat_state(target)}
+  missing = sorted(set(paths) - set(arrays))
+  extra = sorted(set(arrays) - set(paths))
+  bad_shapes = [f"{'/'.join(p)}: checkpoint {arrays[p].shape}, this model {tuple(v.shape)}"
+                for p, v in paths.items() if p in arrays and arrays[p].shape != tuple(v.shape)]
+  if missing or extra or bad_shapes:
+    problems = []
+    if missing:
+      problems.append(f"missing in the checkpoint: {', '.join('/'.join(p) for p in missing[:5])}")
+    if extra:
+      problems.append(f"not in this model: {', '.join('/'.join(p) for p in extra[:5])}")
+    if bad_shapes:
+      problems.append(f"shape mismatch: {'; '.join(bad_shapes[:5])}")
+    raise checkpointing.BackboneInitError(
+        f"init_backbone_from: the backbone in {workdir!r} (step {step}, method "
+        f"{identity.get('method')!r}) does not fit this model's backbone ({' | '.join(problems)}); "
+        f"the same backbone, backbone options and input size are needed.")
+
+  def load(path, variable):
+    return variable.replace(value=jnp.asarray(arrays[tuple(str(k) for k in path)],
+                                              dtype=variable.dtype))
+
+  nnx.update(model, nnx.map_state(load, target))
+  logging.info("Initialised the backbone (%d arrays) from %s, step %d (method %s).", len(paths),
+               workdir, step, identity.get("method"))
+  return {"workdir": os.path.abspath(workdir), "step": step, "method": identity.get("method"),
+          "backbone": identity.get("backbone"), "num_arrays": len(paths)}
 
 
 def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
@@ -225,10 +289,11 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   if config.image_size is None:
     config = config.replace(image_size=source.image_shape[0])
   mesh = parallel.make_data_mesh()
-  setup, state = create_train_state(config, source.image_shape, mesh)
-
   manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
   start_step = checkpointing.latest_step(manager)
+  # A resumed run restores its own backbone: the source is read only for a fresh start.
+  setup, state = create_train_state(config, source.image_shape, mesh,
+                                    init_backbone=start_step is None)
   if start_step is not None:
     checkpointing.check_identity(manager, start_step, _identity(config))
     abstract = jax.tree.map(

@@ -1,11 +1,113 @@
 """NSH on the embedded digits data set (methods.md §2.2; the ``digits`` preset of ``--method=nsh``).
 
-Command (one bit length per run)::
+Two settings, kept apart in every table below:
 
-  python -m unhash_jax.main --method=nsh --dataset=digits --bits=32
+* **From scratch (pure NSH)**, one command per bit length, the MLP backbone trained by NSH alone::
 
-which resolves to this config. Tuning record, validation split only (the protocol's 10 % validation
-queries ranked against the rest of the training split), 32 bits, shared and loaded 2-core machine.
+    python -m unhash_jax.main --method=nsh --dataset=digits --bits=32
+
+  which resolves to :func:`get_config`.
+
+* **Pretrained backbone (the paper's setting, label-free analogue)**: NSH's heads on a frozen backbone
+  that CIBHash trained on the same training images without labels (the paper uses a frozen
+  ImageNet ResNet-50; digits has no pretrained network). Two commands::
+
+    python -m unhash_jax.main --method=cibhash --backbone=mlp2 --workdir=runs/cibhash-mlp2
+    python -m unhash_jax.main --method=nsh --bits=32 --backbone=mlp2 \
+        --init_backbone_from=runs/cibhash-mlp2 --frozen_backbone --sort_temperature=0.25
+
+  which resolves to :func:`get_pretrained_config`. Only the backbone's arrays are read from the
+  CIBHash checkpoint (its hash head is not used); one 32-bit CIBHash run serves every NSH bit length.
+
+Tuning record, validation split only (the protocol's 10 % validation queries ranked against the rest
+of the training split), shared and loaded 2-core machine; test mAP was measured only for the final
+choices (README rows).
+
+Third sweep (``experiments/nsh_digits_sweep.py``, one in-process run per setting, 32 bits, seed 0,
+batch 128, lr 3e-4, λ_q 0.1, ``digits_light`` views unless noted; "self top-1" and "balance" are
+the train-side means over the last ``log_every`` steps; wall = whole run incl. evaluations, load
+3–5). τ_sort is given absolute and as a multiple of 1/K.
+
+=====================================================  ===========================================  ======  =======  =====
+setting                                                validation mAP at steps                      self    balance  wall
+                                                                                                    top-1
+=====================================================  ===========================================  ======  =======  =====
+*From scratch, MLP (512)*
+previous preset (τ_sort 1/K), 600 steps                100–600: .645/.659/.632/.630/.633/.642       0.31    0.21     98 s
+hash_init_scale 3 (W_b init ×3), 600 steps             .537/.555/.557/.549/.540/.551                0.36    0.26     106 s
+hash_init_scale 10                                     .510/.548/.560/.564/.559/.584                0.32    0.33     114 s
+hash_init_scale 30                                     .497/.519/.552/.569/.572/.574                0.26    0.37     83 s
+τ_sort 0.0625 (2/K), 300 steps                         50–300: .591/.657/.688/.703/.713/.708        0.25    0.21     53 s
+τ_sort 0.125 (4/K), 300 steps                          50–300: .610/.642/.667/.697/.714/.720        0.21    0.18     57 s
+τ_sort 0.25 (8/K), 300 steps                           50–300: .582/.632/.657/.681/.695/.694        0.19    0.17     81 s
+**τ_sort 0.125, 600 steps** (new preset)               100–600: .642/.697/.720/.742/.746/**.749**   0.23    0.12     98 s
+τ_sort 0.125, 600 steps, 16 bits                       see below
+τ_sort 0.125, 600 steps, 64 bits                       see below
+τ_sort 0.125, ``mlp2`` backbone (512→1024), 400 steps  100–400: .677/.731/.745/.739                 0.18    0.17     85 s
+*Heads on the CIBHash-pretrained MLP (512) (CIBHash digits preset, 3000 steps, 70 s; CIBHash's own
+validation mAP 0.901)*
+frozen backbone, τ_sort 1/K, 200 steps                 50–200: .592/.630/.652/.653                  0.31    0.08     29 s
+backbone_lr_scale 0.1, τ_sort 1/K                      .594/.641/.646/.653                          0.31    0.08     35 s
+backbone fine-tuned at full lr, τ_sort 1/K             .608/.660/.646/.640                          0.30    0.11     45 s
+frozen, 1000 steps                                     200–1000: .653/.644/.648/.641/.637           0.35    0.06     122 s
+frozen, 1000 steps, lr 1e-3                            .628/.610/.608/.581/.565                     0.38    0.14     124 s
+frozen, 300 steps, hash_init_scale 3                   100–300: .485/.511/.524                      0.36    0.13     60 s
+frozen, 300 steps, τ_nce 0.1                           .537/.561/.547                               0.34    0.05     79 s
+frozen, 300 steps, m 1                                 .618/.639/.626                               0.33    0.05     61 s
+frozen, 300 steps, λ_q 1                               .616/.653/.662                               0.20    0.59     40 s
+frozen, 300 steps, τ_sort 1/64 (0.5/K)                 .581/.594/.591                               0.35    0.05     51 s
+frozen, 300 steps, τ_sort 0.0625 (2/K)                 .658/.716/.724                               0.26    0.12     53 s
+frozen, 300 steps, τ_sort 0.125 (4/K)                  50–300: .651/.667/.686/.709/.724/.732        0.23    0.12     59 s
+*Heads on the CIBHash-pretrained ``mlp2`` (512→1024) (CIBHash digits preset with that backbone,
+3000 steps, 117–173 s; CIBHash's own validation mAP 0.904); frozen backbone*
+τ_sort 1/K, 400 steps                                  100–400: .775/.708/.676/.654                 0.37    0.06     69 s
+τ_sort 1/K, backbone_lr_scale 0.1 (not frozen)         .766/.696/.656/.628                          0.37    0.07     71 s
+τ_sort 0.0625 (2/K), 300 steps                         50–300: .760/.815/.831/.819/.810/.788        0.27    0.07     67 s
+τ_sort 0.125 (4/K), 300 steps                          50–300: .761/.804/.836/.852/.853/.860        0.23    0.06     55 s
+τ_sort 0.125, 600 steps                                100–600: .804/.852/.860/.865/.852/.834       0.25    0.05     79 s
+**τ_sort 0.25 (8/K), 600 steps** (chosen)              100–600: .782/.837/.853/.862/.870/**.879**   0.20    0.05     146 s
+τ_sort 0.5 (16/K), 600 steps                           .748/.794/.821/.828/.841/.850                0.17    0.05     96 s
+τ_sort 0.25, 600 steps, 16 bits                        .662/.808/.833/.846/.860/**.875**            0.17    0.06     92 s
+τ_sort 0.25, 600 steps, 64 bits                        .759/.812/.843/.866/.875/**.884**            0.22    0.03     96 s
+=====================================================  ===========================================  ======  =======  =====
+
+Training-free references on the same validation split (sign of a linear map of fixed features):
+ITQ (PCA + 50 rotation iterations) on raw pixels 0.666 at 32 bits; on the CIBHash-pretrained MLP
+(512) feature 0.708/0.720/0.747 at 16/32/64 bits; on the CIBHash-pretrained ``mlp2`` feature
+0.809/0.814/0.824. NSH's hash head is linear on the backbone feature, so the 512-d feature of the
+one-layer MLP caps it near ITQ's level (NSH reached 0.73 there); the two-layer ``mlp2`` feature is
+the one that carries it past 0.80.
+
+What mattered: (1) the sort temperature. With τ_sort = 1/K the soft permutation is sharp and
+NSH's validation mAP peaks within ~100–200 steps, then falls, from scratch and on every pretrained
+backbone; 2/K–8/K keep it rising for 600 steps (4/K from scratch, 8/K on the frozen pretrained
+``mlp2``). (2) A pretrained feature that a linear head can hash well (``mlp2``). A larger initial
+W_b (codes near ±1 from step 0, sharp sort from the start) made things worse, as did λ_q 1 (bit
+balance 0.59), τ_nce 0.1, m 1 and fine-tuning the pretrained backbone. The "self top-1" diagnostic
+*falls* as mAP rises (0.31 → 0.20): with a softer sort the positives are the nearest images of the
+class rather than the anchor's own view, which is what retrieval rewards, so the earlier diagnosis
+(self top-1 too low) was not the limiting factor.
+
+Final choices, measured once on the TEST split (300 queries vs the 1,497-image database, mAP@all;
+the commands above, workdirs under /tmp; wall = the whole command, load average 4–6):
+
+=================================================================  ====  =======  =====  ======
+setting                                                            bits  test     P@1    wall
+                                                                         mAP
+=================================================================  ====  =======  =====  ======
+stage 1: CIBHash, ``--backbone=mlp2`` (3000 steps; one run for     32    (0.900,  0.973  117 s
+all NSH lengths; its own codes are not used by NSH)                      CIBHash)
+stage 2: NSH heads on the frozen stage-1 backbone, τ_sort 0.25     16    0.854    0.917  121 s
+same                                                               32    0.871    0.970  103 s
+same                                                               64    0.870    0.977  110 s
+NSH from scratch (preset: MLP, τ_sort 0.125, 600 steps)            16    0.714    0.877  120 s
+same                                                               32    0.726    0.893  108 s
+same                                                               64    0.740    0.943  107 s
+=================================================================  ====  =======  =====  ======
+
+The pretrained setting's two stages together take ~220–240 s here (each command under 3 minutes).
+The from-scratch preset stays below the issue's 0.80 target (0.726 at 32 bits); only the
+CIBHash-pretrained backbone reaches it, and that backbone is CIBHash's work as much as NSH's.
 
 First sweep, with the framework's full ``digits`` augmentation preset, ``python -m unhash_jax.main
 --method=nsh --bits=32 --steps=S --eval_every=250 ...``:
@@ -20,7 +122,7 @@ lr 3e-5, batch 64, λ_q 0.1                             0.518/0.554/0.563/0.577
 same, continued to 2500 steps                          0.610 at 1500, 0.576 at 2000, 0.575 at 2500
 =====================================================  =============================================
 
-Second sweep (this preset), same harness and split, 32 bits, seed 0 unless noted, machine loaded
+Second sweep (the preset before the third sweep), same harness and split, 32 bits, seed 0 unless noted, machine loaded
 4–7. "digits_light" is the augmentation preset NSH now uses on digits (rotation ±8°, zoom 0.92–1.08,
 shift ±0.5 px, intensity 0.8–1.2, noise 0.05, no erasing). ``backbone_lr_scale`` multiplies the
 backbone's learning rate (model option; the heads keep ``learning_rate``). Columns: validation
@@ -96,6 +198,21 @@ from unhash_jax.config import Config
 
 
 def get_config(bits: int = 32) -> Config:
-  """The resolved digits config of ``--method=nsh --bits=<bits>`` (values filled by the preset)."""
+  """The resolved digits config of ``--method=nsh --bits=<bits>`` (from scratch; preset values)."""
   from unhash_jax.methods import resolve_config
   return resolve_config(Config(method="nsh", dataset="digits", bits=bits))
+
+
+def get_pretraining_config() -> Config:
+  """Stage 1 of the pretrained setting: CIBHash's digits preset on the ``mlp2`` backbone (32 bits)."""
+  from unhash_jax.methods import resolve_config
+  return resolve_config(Config(method="cibhash", dataset="digits", bits=32, backbone="mlp2"))
+
+
+def get_pretrained_config(init_backbone_from: str, bits: int = 32) -> Config:
+  """Stage 2: NSH's heads on the frozen backbone of the stage-1 run in ``init_backbone_from``."""
+  from unhash_jax.methods import resolve_config
+  return resolve_config(Config(method="nsh", dataset="digits", bits=bits, backbone="mlp2",
+                               init_backbone_from=init_backbone_from,
+                               hparams={"sort_temperature": 0.25},
+                               model={"frozen_backbone": True}))

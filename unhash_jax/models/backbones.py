@@ -8,6 +8,7 @@ ResNet-50, MobileNetV2 and ViT here with pretrained weights.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -154,6 +155,11 @@ def make_backbone(name: str, input_shape: Sequence[int], *, rngs: nnx.Rngs, **kw
 
 
 register_backbone(BackboneSpec("mlp", MLPBackbone, "MLP on flattened pixels, from scratch (digits)"))
+# Two hidden layers: the feature NSH's linear heads sit on when the backbone is pretrained (e.g. by
+# CIBHash, ``--init_backbone_from``); its 1024-d output plays the role of a pretrained network's
+# pooled feature (experiments/configs/nsh_digits.py).
+register_backbone(BackboneSpec("mlp2", functools.partial(MLPBackbone, hidden=(512, 1024)),
+                               "MLP 512 -> 1024 on flattened pixels (digits, pretrained NSH setting)"))
 register_backbone(BackboneSpec("small_cnn", SmallCNN, "6-conv BN CNN, from scratch (32x32 images)"))
 register_backbone(BackboneSpec("flatten", FlattenBackbone, "identity on pre-extracted features"))
 register_backbone(BackboneSpec("tiny", _TinyNet, "one linear layer + BN, for tests only"))
