@@ -106,6 +106,11 @@ same                                                               64    0.740  
 =================================================================  ====  =======  =====  ======
 
 The pretrained setting's two stages together take ~220–240 s here (each command under 3 minutes).
+
+Re-run on a quiet machine (load 1–2) after CIBHash's step started running both views as one batch
+(no BatchNorm in ``mlp2``: same model, different float rounding, so a different stage-1 run): stage 1
+CIBHash 0.887 in 91 s; stage 2 at 16/32/64 bits 0.845/0.856/0.868 in 71/59/65 s; from scratch
+0.714/0.726/0.740 (identical) in 61/66/59 s. These are the README's rows.
 The from-scratch preset stays below the issue's 0.80 target (0.726 at 32 bits); only the
 CIBHash-pretrained backbone reaches it, and that backbone is CIBHash's work as much as NSH's.
 
