@@ -111,6 +111,10 @@ Re-run on a quiet machine (load 1–2) after CIBHash's step started running both
 (no BatchNorm in ``mlp2``: same model, different float rounding, so a different stage-1 run): stage 1
 CIBHash 0.887 in 91 s; stage 2 at 16/32/64 bits 0.845/0.856/0.868 in 71/59/65 s; from scratch
 0.714/0.726/0.740 (identical) in 61/66/59 s. These are the README's rows.
+
+Two more from-scratch checks of the preset (validation mAP, 32 bits, quiet): 1800 steps peak at 600
+and fall (300–1800: .720/.749/.736/.732/.699/.684; 156 s); batch 256 gives .713/.732/.732 at
+200/400/600 steps and takes 393 s (the n³ SoftSort), no better.
 The from-scratch preset stays below the issue's 0.80 target (0.726 at 32 bits); only the
 CIBHash-pretrained backbone reaches it, and that backbone is CIBHash's work as much as NSH's.
 
