@@ -147,9 +147,8 @@ def read_backbone(workdir: str, *, step: int | None = None
     elif step not in steps:
       raise BackboneInitError(f"init_backbone_from: {directory} has no checkpoint at step {step}; "
                               f"its steps are {sorted(steps)}.")
+    identity = read_identity(manager, step)
     try:
-      identity = dict(manager.restore(step, args=ocp.args.Composite(
-          identity=ocp.args.JsonRestore()))["identity"])
       metadata = manager.item_metadata(step)["state"]
     except Exception as e:  # orbax raises many types for missing/corrupt files
       raise CheckpointError(f"cannot read the checkpoint at step {step} in {directory}: "
@@ -163,8 +162,8 @@ def read_backbone(workdir: str, *, step: int | None = None
           f"init_backbone_from: the checkpoint at step {step} in {directory} holds no backbone "
           f"variables (made by {identity.get('method')!r} with backbone "
           f"{identity.get('backbone')!r}).")
-    item = _tree_map(_abstract, wanted)
-    restore_args = _tree_map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), wanted)
+    restore_args = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
           item=item, restore_args=restore_args, partial_restore=True)))["state"]
@@ -174,29 +173,9 @@ def read_backbone(workdir: str, *, step: int | None = None
   finally:
     manager.close()
   arrays: dict[tuple[str, ...], np.ndarray] = {}
-  for field in restored:
-    for path, value in _flatten(restored[field]):
-      # A variable is saved as {"value": array}: drop that last key to get the model path.
-      if path and path[-1] == "value":
-        path = path[:-1]
-      arrays[path] = np.asarray(value)
+  for path, value in jax.tree.leaves_with_path(restored):
+    # Paths are (field, "backbone", ..., "value"): drop the train-state field and a variable's
+    # trailing "value" key to get the model path.
+    keys = tuple(str(k.key) for k in path[1:])
+    arrays[keys[:-1] if keys and keys[-1] == "value" else keys] = np.asarray(value)
   return arrays, identity, int(step)
-
-
-def _abstract(meta: Any) -> jax.ShapeDtypeStruct:
-  return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype)
-
-
-def _tree_map(fn, tree: Any) -> Any:
-  if isinstance(tree, Mapping):
-    return {k: _tree_map(fn, v) for k, v in tree.items()}
-  return fn(tree)
-
-
-def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
-  if isinstance(tree, Mapping):
-    out = []
-    for k, v in tree.items():
-      out.extend(_flatten(v, prefix + (str(k),)))
-    return out
-  return [(prefix, tree)]
