@@ -57,13 +57,10 @@ def uniform_uint16(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   *lead, last = shape
   words = -(-last // _PER_CALL)
   counter_shape = (*lead, words)
-  if int(np.prod(counter_shape, dtype=np.int64)) >= 2**32:
+  count = int(np.prod(counter_shape, dtype=np.int64))
+  if count >= 2**32:
     raise ValueError(f"uniform_uint16: shape {shape} needs more than 2**32 counters")
-  counter = jnp.zeros(counter_shape, jnp.uint32)
-  stride = 1
-  for axis in reversed(range(len(counter_shape))):
-    counter = counter + lax.broadcasted_iota(jnp.uint32, counter_shape, axis) * jnp.uint32(stride)
-    stride *= counter_shape[axis]
+  counter = jax.lax.iota(jnp.uint32, count).reshape(counter_shape)  # row-major flat index
   k = jax.random.key_data(key)
   b1, b2 = threefry2x32_p.bind(k[0], k[1], jnp.zeros_like(counter), counter)
   halves = lax.bitcast_convert_type(jnp.stack([b1, b2], axis=-1), jnp.uint16)  # [..., words, 2, 2]
