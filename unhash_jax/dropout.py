@@ -3,8 +3,9 @@
 ``jax.random.bernoulli`` (and so ``flax.nnx.Dropout``) spends one threefry-2x32 evaluation — 64
 random bits — on every element of the mask. On CPU that hash dominates dropout: a ``[128, 4096]``
 mask costs 3.7–4.5 ms on this project's 2-core benchmark machine (quiet; about 8 ms when loaded),
-an eighth of CIBHash's whole feature-encoder train step. :func:`dropout` cuts each evaluation's 64 bits into four 16-bit
-uniforms, so it needs a quarter of the evaluations (2.1–2.5 ms for the same mask). The price is
+an eighth of CIBHash's whole feature-encoder train step. :func:`dropout` cuts each evaluation's
+64 bits into four 16-bit uniforms, so it needs a quarter of the evaluations (2.1–2.5 ms for the
+same mask). The price is
 that the rate is resolved to multiples of 2⁻¹⁶; rates such as 0.5, 0.25 or 0.1 are off by at most
 2⁻¹⁷ (exact for the first two).
 
