@@ -29,7 +29,8 @@ What is timed:
 
 Timing: warm-up (compilation) first, then ``--repeats`` rounds of ``--steps`` steps per contender,
 interleaved (so machine-load spikes hit both alike), median per contender; JAX is synchronised with
-``jax.block_until_ready`` on the final state and loss (PyTorch CPU eager is synchronous).
+``jax.block_until_ready`` on the final state and loss (PyTorch CPU eager is synchronous; with
+``--torch_device cuda`` each timed call ends with ``torch.cuda.synchronize()``).
 ``torch.set_num_threads(2)``; JAX uses its default CPU thread pool.
 
 Threads matter more than the framework on a loaded machine: with other processes on the 2 cores,
@@ -43,6 +44,7 @@ Usage (the JAX stack plus ``torch==2.13.0`` CPU in one environment, see the READ
   /work/venv-torch/bin/python experiments/bench_train_step.py \
       --out experiments/results/bench_train_step.json
   /work/venv-torch/bin/python experiments/bench_train_step.py --quick   # smoke run
+  python experiments/bench_train_step.py --torch_device cuda   # on a GPU machine: both on the GPU
 
 Without torch installed the script says so and times the JAX side only.
 """
@@ -91,6 +93,9 @@ flags.DEFINE_list("cases", ["features", "cnn"], "workloads: features, cnn")
 flags.DEFINE_integer("bits", 64, "code length K")
 flags.DEFINE_float("feature_dropout", 0.5, "dropout on the 4096-d features (both sides)")
 flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads")
+flags.DEFINE_enum("torch_device", "cpu", ["cpu", "cuda"],
+                  "where the timed PyTorch contenders run (the equivalence check stays on CPU); "
+                  "use cuda beside JAX on a GPU")
 flags.DEFINE_bool("check", True, "run the JAX/PyTorch equivalence check before timing")
 flags.DEFINE_bool("library_step", True, "also time unhash_jax.train's full step (cnn, needs augment)")
 
@@ -252,8 +257,9 @@ if torch is not None:
     z = torch.cat([z1, z2], dim=0)
     z = z * torch.rsqrt(torch.clamp_min((z * z).sum(dim=-1, keepdim=True), 1e-24))
     sim = (z @ z.T) / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    dev = logits1.device
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=dev), float("-inf"))
+    positive = torch.cat([torch.arange(n, 2 * n, device=dev), torch.arange(n, device=dev)])
     contrastive = F.cross_entropy(sim, positive)
 
     def kl(lp, lq):  # KL(Bern(σ(lp)) ‖ Bern(σ(lq))) summed over bits
@@ -265,10 +271,10 @@ if torch is not None:
     return contrastive + kl_weight * kl_term
 
   def build_torch(case: str, bits: int, dropout: float, arrays: dict[str, np.ndarray], *,
-                  dtype=torch.float32):
+                  dtype=torch.float32, device: str = "cpu"):
     backbone = TorchFlatten(4096) if case == "features" else TorchSmallCNN()
     model = TorchHashEncoder(backbone, bits, dropout=dropout if case == "features" else 0.0)
-    model = model.to(dtype)
+    model = model.to(dtype=dtype, device=device)
     sd = model.state_dict()
     missing = set(k for k in sd if not k.endswith("num_batches_tracked")) - set(arrays)
     if missing:
@@ -277,8 +283,10 @@ if torch is not None:
       for k, v in arrays.items():
         sd[k].copy_(torch.from_numpy(v))
     model.train()
-    # Adam as optax.adam defaults (b1 .9, b2 .999, eps 1e-8 outside the sqrt); the fastest CPU variant.
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+    # Adam as optax.adam defaults (b1 .9, b2 .999, eps 1e-8 outside the sqrt); the fastest variant
+    # of each device (foreach on CPU, the fused kernel on CUDA).
+    fast = {"fused": True} if device == "cuda" else {"foreach": True}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, **fast)
     return model, opt
 
   def torch_step(model, opt, v1, v2, hparams, *, batched_views: bool = False):
@@ -380,7 +388,9 @@ def check_equivalence(case: str, bits: int) -> dict:
     ``CHECK_STEPS`` Adam steps must agree to ~1e-9, which shows the math (STE, cosine NT-Xent, KL,
     BN, pooling, Adam) is the same.
   """
-  f32 = _check_once(case, bits, None, np.float32)
+  # Full float32 matmuls on the JAX side (GPU defaults to TF32): this checks the math, not precision.
+  with jax.default_matmul_precision("highest"):
+    f32 = _check_once(case, bits, None, np.float32)
   with jax.enable_x64(True):
     f64 = _check_once(case, bits, 16 if case == "cnn" else None, np.float64)
   passed = (f32["loss_abs_diff"] <= LOSS_TOL and f64["grad_max_rel_err"] <= 1e-9
@@ -458,20 +468,24 @@ def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int
 
   runners["jax_step"] = run_jax
   if torch is not None:
-    tm, topt = build_torch(case, bits, dropout, arrays)
-    t1, t2 = torch.from_numpy(t1), torch.from_numpy(t2)
+    dev = FLAGS.torch_device
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    tm, topt = build_torch(case, bits, dropout, arrays, device=dev)
+    t1, t2 = torch.from_numpy(t1).to(dev), torch.from_numpy(t2).to(dev)
 
     def run_torch(n):
       for _ in range(n):
         torch_step(tm, topt, t1, t2, hparams)
+      sync()
 
     runners["torch_eager"] = run_torch
     if case == "features":  # no BatchNorm: torch gets the batched-views forward the JAX step uses
-      tmb, toptb = build_torch(case, bits, dropout, arrays)
+      tmb, toptb = build_torch(case, bits, dropout, arrays, device=dev)
 
       def run_torch_batched(n):
         for _ in range(n):
           torch_step(tmb, toptb, t1, t2, hparams, batched_views=True)
+        sync()
 
       runners["torch_eager_batched"] = run_torch_batched
   if case == "cnn" and library_step:
@@ -534,6 +548,7 @@ def main(argv):
   info.update(jax=jax.__version__, jax_devices=[str(d) for d in jax.devices()],
               torch=None if torch is None else torch.__version__,
               torch_threads=None if torch is None else torch.get_num_threads(),
+              torch_device=None if torch is None else FLAGS.torch_device,
               repeats=repeats)
   print(f"machine: {info}", flush=True)
   results = []

@@ -8,6 +8,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# The tests compare float32 results with float64 references to ~1e-5. On GPU (TF32) and TPU (bf16
+# passes) JAX's default float32 matmul precision is lower than that, so pin full float32 matmuls: the
+# tests check the math, not the accelerator's speed/precision trade-off. (No effect on CPU.)
+jax.config.update("jax_default_matmul_precision", "highest")
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ../shared/data beside the checkout, or $UNHASH_JAX_SHARED_DATA (e.g. from a git worktree).
 SHARED_DATA = os.environ.get("UNHASH_JAX_SHARED_DATA",

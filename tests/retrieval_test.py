@@ -447,7 +447,7 @@ def test_sharded_path_in_a_fresh_process(tmp_path):
       "b = R.average_precision(q, db, ql, dl, topk=20, engine='jax')\n"
       "assert (a == b).all(), (a, b)\n"
       "print('ok')\n")
-  out = _run_python(code, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  out = _run_python(code, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
 
 

@@ -283,7 +283,10 @@ def _resolve_engine(engine: str, devices: Any) -> str:
   if engine == "numba":
     if not _numba_available():
       raise ValueError("engine='numba' needs numba (pip install numba); or pass engine='jax'.")
-    if not all(d.platform == "cpu" for d in devs):
+    # None or a count names no device, so on a GPU/TPU host the numba engine simply runs on the host
+    # CPU; only an explicit list of accelerator devices contradicts it.
+    explicit = devices is not None and not isinstance(devices, (int, np.integer))
+    if explicit and not all(d.platform == "cpu" for d in devs):
       raise ValueError("engine='numba' runs on the host CPU; it cannot use the devices "
                        f"{[str(d) for d in devs]}. Pass engine='jax' (or 'auto').")
     return engine
@@ -685,7 +688,8 @@ def average_precision(query_codes: Any, database_codes: Any, query_labels: Any, 
     engine: ``"jax"`` (jit-compiled kernels on ``devices``, sharded when there are several),
       ``"numba"`` (the host-CPU counting-sort engine of :mod:`unhash_jax._hamming_cpu`, parallel over
       queries; ignores ``block_pairs``/``database_chunk``: it holds ``O(threads·num_database)`` bytes of
-      scratch) or ``"auto"`` (default: numba when the ranking would run on one CPU device and numba is
+      scratch; with ``devices`` None or an int it runs on the host CPU whatever the default backend)
+      or ``"auto"`` (default: numba when the ranking would run on one CPU device and numba is
       installed, JAX otherwise). Both return identical results.
 
   Returns:
@@ -694,7 +698,7 @@ def average_precision(query_codes: Any, database_codes: Any, query_labels: Any, 
   Raises:
     ValueError: bit-length mismatch, label/code length mismatch, labels of wrong rank or dtype, empty
       query or database set, unknown ``tie_policy``/``mode``/``engine``, ``topk < 1``, or
-      ``engine="numba"`` without numba or with non-CPU devices.
+      ``engine="numba"`` without numba or with an explicit list of non-CPU devices.
 
   References:
     Tie-aware AP: McSherry & Najork, ECIR 2008; He et al., CVPR 2018. Protocol: methods.md §1.
