@@ -73,6 +73,7 @@ from flax import nnx  # noqa: E402
 
 from unhash_jax.config import Config  # noqa: E402
 from unhash_jax.methods import cibhash as cibhash_method  # noqa: E402
+from unhash_jax import xla_cpu  # noqa: E402
 from unhash_jax.methods import resolve_config  # noqa: E402
 
 try:
@@ -97,6 +98,9 @@ flags.DEFINE_enum("torch_device", "cpu", ["cpu", "cuda"],
                   "where the timed PyTorch contenders run (the equivalence check stays on CPU); "
                   "use cuda beside JAX on a GPU")
 flags.DEFINE_bool("check", True, "run the JAX/PyTorch equivalence check before timing")
+flags.DEFINE_bool("cpu_ynnpack_dots", False,
+                  "also time the JAX step compiled with XLA's YNNPACK matrix products "
+                  "(jax_step_ynnpack; unhash_jax.xla_cpu, CLI --cpu_ynnpack_dots)")
 flags.DEFINE_bool("library_step", True, "also time unhash_jax.train's full step (cnn, needs augment)")
 
 CHECK_STEPS = 3
@@ -131,7 +135,7 @@ def build_jax(case: str, bits: int, dropout: float, seed: int = 0):
   return model, graphdef, params, rest, tx, config
 
 
-def make_jax_step(graphdef, tx, hparams):
+def make_jax_step(graphdef, tx, hparams, compiler_options=None):
   """Pure jitted ``step(i, params, rest, opt_state, v1, v2, base_key)``, state donated.
 
   The body mirrors ``unhash_jax.train.make_train_step`` without the augmentation (and without the
@@ -152,7 +156,7 @@ def make_jax_step(graphdef, tx, hparams):
     params = optax.apply_updates(params, updates)
     return i + 1, params, new_rest, opt_state, loss
 
-  return jax.jit(step, donate_argnums=(0, 1, 2, 3))
+  return jax.jit(step, donate_argnums=(0, 1, 2, 3), compiler_options=compiler_options)
 
 
 def make_jax_loss_and_grads(graphdef, hparams):
@@ -467,6 +471,24 @@ def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int
     jcarry["c"] = c
 
   runners["jax_step"] = run_jax
+  if FLAGS.cpu_ynnpack_dots:
+    options = xla_cpu.options_for(jax.devices()[:1], ynnpack_dots=True)
+    if options is None:
+      print(f"[{case}] YNNPACK products unavailable on {jax.devices()[0].platform}; skipped",
+            flush=True)
+    else:
+      model_y, _, params_y, rest_y, _, _ = build_jax(case, bits, dropout)
+      ystep = make_jax_step(graphdef, tx, hparams, compiler_options=options)
+      ycarry = {"c": (jnp.zeros((), jnp.int32), params_y, rest_y, tx.init(params_y))}
+
+      def run_jax_ynn(n):
+        c = ycarry["c"]
+        for _ in range(n):
+          *c, loss = ystep(*c, v1, v2, base_key)
+        jax.block_until_ready((c, loss))
+        ycarry["c"] = c
+
+      runners["jax_step_ynnpack"] = run_jax_ynn
   if torch is not None:
     dev = FLAGS.torch_device
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
@@ -508,6 +530,8 @@ def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int
     result["speedup_jax_over_torch"] = med[best_torch] / med["jax_step"]
     result["speedup_per_repeat_median"] = statistics.median(
         t / j for t, j in zip(times[best_torch], times["jax_step"]))
+    if "jax_step_ynnpack" in times:
+      result["speedup_jax_ynnpack_over_torch"] = med[best_torch] / med["jax_step_ynnpack"]
   result["bench_seconds"] = time.perf_counter() - t0
   return result
 
@@ -524,6 +548,8 @@ def print_table(results: list[dict]) -> None:
       ratio = ""
       if impl == "jax_step" and "speedup_jax_over_torch" in r:
         ratio = f"{r['speedup_jax_over_torch']:.2f}×"
+      elif impl == "jax_step_ynnpack" and best in r["summary"]:
+        ratio = f"{s['steps_per_s'] / r['summary'][best]['steps_per_s']:.2f}×"
       elif impl.startswith("torch_eager") and best in r["summary"]:
         ratio = f"{s['steps_per_s'] / r['summary'][best]['steps_per_s']:.2f}×"
       elif impl == "jax_library_step" and best in r["summary"]:

@@ -43,6 +43,9 @@ class Config:
     init_backbone_from: workdir of another run (any method, same backbone and input size) whose
       latest checkpoint initialises the backbone before training; only read, never written. None
       = the backbone's own initialisation.
+    cpu_ynnpack_dots: on CPU, compile the train and encode steps with XLA's experimental YNNPACK
+      matrix products (:mod:`unhash_jax.xla_cpu`; faster CNN steps, last-bit float differences).
+      No effect on GPU/TPU.
   """
 
   method: str = "cibhash"
@@ -71,6 +74,7 @@ class Config:
   model: dict[str, Any] = dataclasses.field(default_factory=dict)
   distributed: bool = False
   init_backbone_from: str | None = None
+  cpu_ynnpack_dots: bool = False
 
   def replace(self, **changes: Any) -> "Config":
     return dataclasses.replace(self, **changes)

@@ -23,7 +23,7 @@ import optax
 from absl import logging
 from flax import nnx, struct
 
-from unhash_jax import checkpointing, parallel, retrieval
+from unhash_jax import checkpointing, parallel, retrieval, xla_cpu
 from unhash_jax import logging as run_logging
 from unhash_jax.config import Config
 from unhash_jax.data import augment, builders, loader, protocols
@@ -174,7 +174,8 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tup
     return new_state, metrics
 
   replicated = parallel.replicated_sharding(setup.mesh)
-  return jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated))
+  return jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated),
+                 compiler_options=_compiler_options(setup))
 
 
 def make_encode_fn(setup: Setup) -> Callable[[TrainState, jax.Array], jax.Array]:
@@ -187,7 +188,11 @@ def make_encode_fn(setup: Setup) -> Callable[[TrainState, jax.Array], jax.Array]
     x = augment.eval_preprocess(images, recipe, out_size=config.image_size)
     return spec.encode(model, x).astype(jnp.float32)
 
-  return jax.jit(encode)
+  return jax.jit(encode, compiler_options=_compiler_options(setup))
+
+
+def _compiler_options(setup: Setup) -> dict[str, str] | None:
+  return xla_cpu.options_for(setup.mesh.devices.flat, ynnpack_dots=setup.config.cpu_ynnpack_dots)
 
 
 def encode_indices(encode_fn, state: TrainState, source: builders.Source, indices: np.ndarray,
