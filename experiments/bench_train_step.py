@@ -99,7 +99,7 @@ flags.DEFINE_enum("torch_device", "cpu", ["cpu", "cuda"],
                   "use cuda beside JAX on a GPU")
 flags.DEFINE_bool("check", True, "run the JAX/PyTorch equivalence check before timing")
 flags.DEFINE_bool("cpu_ynnpack_dots", False,
-                  "also time the JAX step compiled with XLA's YNNPACK matrix products "
+                  "also time the JAX step with XLA's YNNPACK fusions limited to matrix products "
                   "(jax_step_ynnpack; unhash_jax.xla_cpu, CLI --cpu_ynnpack_dots)")
 flags.DEFINE_bool("library_step", True, "also time unhash_jax.train's full step (cnn, needs augment)")
 

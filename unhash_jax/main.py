@@ -56,9 +56,9 @@ flags.DEFINE_float("backbone_lr_scale", None,
                    "the method's preset (1). Model option backbone_lr_scale.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods).")
 flags.DEFINE_bool("cpu_ynnpack_dots", False,
-                  "On CPU, compile the train/encode steps with XLA's experimental YNNPACK matrix "
-                  "products (about 1.5x faster small-CNN steps on 2 cores; last-bit float "
-                  "differences). No effect on GPU/TPU.")
+                  "On CPU, limit XLA's experimental YNNPACK fusions to matrix products, so "
+                  "convolutions use XLA's own code (about 1.5x faster small-CNN steps on 2 cores; "
+                  "last-bit float differences). No effect on GPU/TPU.")
 
 
 def _hparam_flags() -> dict[str, tuple[type, set[str]]]:
