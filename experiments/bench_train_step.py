@@ -458,37 +458,32 @@ def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int
   (v1, v2), (t1, t2) = make_views(case)
   runners = {}
   arrays = jax_arrays_in_torch_layout(model, case)   # before the donated step invalidates them
-  jstep = make_jax_step(graphdef, tx, hparams)
   v1, v2 = jax.device_put(v1), jax.device_put(v2)
   base_key = jax.random.key(0)
-  jcarry = {"c": (jnp.zeros((), jnp.int32), params, rest, tx.init(params))}
 
-  def run_jax(n):
-    c = jcarry["c"]
-    for _ in range(n):
-      *c, loss = jstep(*c, v1, v2, base_key)
-    jax.block_until_ready((c, loss))
-    jcarry["c"] = c
+  def jax_runner(params, rest, compiler_options=None):
+    """``run(n)``: n donated steps from ``(params, rest)``, carried across calls."""
+    jstep = make_jax_step(graphdef, tx, hparams, compiler_options=compiler_options)
+    carry = {"c": (jnp.zeros((), jnp.int32), params, rest, tx.init(params))}
 
-  runners["jax_step"] = run_jax
+    def run(n):
+      c = carry["c"]
+      for _ in range(n):
+        *c, loss = jstep(*c, v1, v2, base_key)
+      jax.block_until_ready((c, loss))
+      carry["c"] = c
+
+    return run
+
+  runners["jax_step"] = jax_runner(params, rest)
   if FLAGS.cpu_ynnpack_dots:
     options = xla_cpu.options_for(jax.devices()[:1], ynnpack_dots=True)
     if options is None:
       print(f"[{case}] YNNPACK products unavailable on {jax.devices()[0].platform}; skipped",
             flush=True)
     else:
-      model_y, _, params_y, rest_y, _, _ = build_jax(case, bits, dropout)
-      ystep = make_jax_step(graphdef, tx, hparams, compiler_options=options)
-      ycarry = {"c": (jnp.zeros((), jnp.int32), params_y, rest_y, tx.init(params_y))}
-
-      def run_jax_ynn(n):
-        c = ycarry["c"]
-        for _ in range(n):
-          *c, loss = ystep(*c, v1, v2, base_key)
-        jax.block_until_ready((c, loss))
-        ycarry["c"] = c
-
-      runners["jax_step_ynnpack"] = run_jax_ynn
+      _, _, params_y, rest_y, _, _ = build_jax(case, bits, dropout)   # same seed, fresh buffers
+      runners["jax_step_ynnpack"] = jax_runner(params_y, rest_y, options)
   if torch is not None:
     dev = FLAGS.torch_device
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
