@@ -14,6 +14,8 @@ Operators:
 
 from __future__ import annotations
 
+import functools
+
 import numbers
 
 import jax
@@ -404,6 +406,9 @@ def _sequential_pav(p, q, is_start, todo, kl):
 # -- Differentiable closed forms given the partition. ------------------------------------------
 
 
+# jit: an eager call (notebooks, tests) compiles once per shape instead of dispatching each
+# primitive of the PAV loops on its own; inside a user's jit it is inlined.
+@functools.partial(jax.jit, static_argnames=("kl", "descending"))
 def _soft_rank_rows(x, eps, kl, descending):
   """Soft ranks of each row of ``x[B, n]`` (1-based)."""
   b, n = x.shape
@@ -423,6 +428,7 @@ def _soft_rank_rows(x, eps, kl, descending):
   return jnp.zeros_like(x).at[rows, perm].set(out.T, unique_indices=True)
 
 
+@functools.partial(jax.jit, static_argnames=("kl", "descending"))
 def _soft_sort_rows(x, eps, kl, descending):
   """Soft-sorted rows of ``x[B, n]`` in the requested order."""
   b, n = x.shape
