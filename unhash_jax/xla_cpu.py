@@ -22,8 +22,9 @@ Performance section.
 The option is experimental in XLA:
 * It changes which library runs each operation, so results differ from the default in the last
   float32 bits. A run is still bit-reproducible with itself.
-* The option name may change between jaxlib releases. :func:`options_for` therefore compiles a
-  one-product probe first and returns ``None`` (with a warning) when the installed XLA rejects it.
+* The option name may change between jaxlib releases. jaxlib 0.10.2 and 0.11.2 accept it.
+  :func:`options_for` therefore compiles a one-product probe first and returns ``None`` (with a
+  warning) when the installed XLA rejects it.
 
 It is off by default (``Config.cpu_ynnpack_dots``, CLI ``--cpu_ynnpack_dots``). It applies only
 when every device of the program is a CPU; on GPU and TPU it is a no-op.
