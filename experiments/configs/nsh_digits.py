@@ -123,7 +123,8 @@ quiet machine, load 1-2; ``nice -n 5 python experiments/nsh_digits_sweep.py '<js
 ``mlp2`` backbone .731/.739/.720 (78 s); lr 1e-3 .726/.701/.680; m = 4 .697/.736/.758 (63 s),
 continued to 1000 steps .748/.742 at 800/1000 (peak at 600 again); m = 8 .691/.733/.742;
 m = 16 .645/.676/.683. m = 4 is +0.009 over the preset's .749, within the seed-to-seed spread
-seen earlier (~0.02), so the preset keeps m = 2 (the spec's value).
+seen earlier (~0.02), so the preset keeps m = 2 (the spec's value). Also no gain: τ_nce 0.5
+.700/.726/.742; τ_nce 0.5 with m = 4 .692/.719/.746; λ_q 0 .721/.726/.738.
 
 First sweep, with the framework's full ``digits`` augmentation preset, ``python -m unhash_jax.main
 --method=nsh --bits=32 --steps=S --eval_every=250 ...``:
