@@ -15,7 +15,6 @@ Operators:
 from __future__ import annotations
 
 import functools
-
 import numbers
 
 import jax

@@ -113,7 +113,8 @@ def init_backbone_from(model: nnx.Module, workdir: str, *, backbone: str | None 
         f"init_backbone_from: the checkpoint in {workdir!r} has backbone "
         f"{identity.get('backbone')!r}, this run {backbone!r}; both runs need the same backbone.")
   target = nnx.state(model, IN_BACKBONE)
-  paths = {tuple(str(k) for k in path): variable for path, variable in nnx.to_flat_state(target)}
+  model_path = lambda path: tuple(str(k) for k in path)  # noqa: E731  (read_backbone's key form)
+  paths = {model_path(path): variable for path, variable in nnx.to_flat_state(target)}
   missing = sorted(set(paths) - set(arrays))
   extra = sorted(set(arrays) - set(paths))
   bad_shapes = [f"{'/'.join(p)}: checkpoint {arrays[p].shape}, this model {tuple(v.shape)}"
@@ -132,8 +133,7 @@ def init_backbone_from(model: nnx.Module, workdir: str, *, backbone: str | None 
         f"the same backbone, backbone options and input size are needed.")
 
   def load(path, variable):
-    return variable.replace(value=jnp.asarray(arrays[tuple(str(k) for k in path)],
-                                              dtype=variable.dtype))
+    return variable.replace(value=jnp.asarray(arrays[model_path(path)], dtype=variable.dtype))
 
   nnx.update(model, nnx.map_state(load, target))
   logging.info("Initialised the backbone (%d arrays) from %s, step %d (method %s).", len(paths),
