@@ -53,11 +53,15 @@ def test_two_step_run_prints_metrics_and_writes_results(tmp_path, data_dir):
     ("--nce_temperature=0.1", ["--nce_temperature"]),
     ("--bits=sixteen", ["usage error"]),
     ("--no_such_flag=1", ["usage error"]),
+    ("--lr_schedule=linear", ["usage error", "cosine"]),
+    ("--warmup_steps=-1", ["--warmup_steps must be >= 0"]),
+    ("--batch_size=4096", ["1497 images, fewer than one batch of 4096"]),
+    ("--lr_schedule=cosine --warmup_steps=5 --steps=5", ["--warmup_steps=5", "5-step run"]),
 ])
 def test_usage_errors_exit_2_with_a_clear_message(flag, needles, data_dir, tmp_path):
   if flag == "--nce_temperature=0.1":
     pytest.importorskip("unhash_jax.losses.nsh")
-  proc = run_cli(flag, f"--workdir={tmp_path / 'w'}", f"--data_dir={data_dir}")
+  proc = run_cli(*flag.split(), f"--workdir={tmp_path / 'w'}", f"--data_dir={data_dir}")
   _assert_usage_error(proc, *needles)
   assert not os.path.exists(tmp_path / "w")
 

@@ -56,7 +56,8 @@ def test_two_step_run_writes_every_artefact(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
-  cfg = _tiny_config(tmp_path, steps=6)
+  # A warm-up + cosine schedule: the resumed optimizer must continue the schedule, not restart it.
+  cfg = _tiny_config(tmp_path, steps=6, lr_schedule="cosine", warmup_steps=2)
   full = str(tmp_path / "full")
   train.train_and_evaluate(cfg, full)
 

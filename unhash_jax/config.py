@@ -23,7 +23,11 @@ class Config:
     bits: code length K.
     backbone: registered backbone name; None = the method's preset for the dataset.
     batch_size: global batch size (divisible by the number of devices).
-    learning_rate: optimizer learning rate.
+    learning_rate: optimizer learning rate (the peak of the schedule).
+    lr_schedule: ``"constant"`` or ``"cosine"`` (decay from ``learning_rate`` to 0 over the run's
+      steps, Loshchilov & Hutter 2017); None = the method's preset (constant when it names none).
+    warmup_steps: steps of linear warm-up from 0 to ``learning_rate`` before the schedule; None = the
+      method's preset (0 when it names none).
     weight_decay: coupled L2 weight decay added to the gradient before Adam (PyTorch semantics).
     image_size: side of the augmented views fed to the backbone; None = the method's preset.
     epochs / steps: training length; ``steps`` wins when both are set.
@@ -56,6 +60,8 @@ class Config:
   backbone: str | None = None
   batch_size: int | None = None
   learning_rate: float | None = None
+  lr_schedule: str | None = None
+  warmup_steps: int | None = None
   weight_decay: float | None = None
   image_size: int | None = None
   epochs: int | None = None

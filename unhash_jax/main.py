@@ -35,6 +35,11 @@ flags.DEFINE_integer("epochs", None, "Training epochs (ignored when --steps is s
 flags.DEFINE_integer("steps", None, "Training steps.")
 flags.DEFINE_integer("batch_size", None, "Global batch size (a multiple of the device count).")
 flags.DEFINE_float("learning_rate", None, "Learning rate.")
+flags.DEFINE_enum("lr_schedule", None, ["constant", "cosine"],
+                  "Learning-rate schedule: constant, or cosine decay to 0 over the run; default: "
+                  "the method's preset (constant).")
+flags.DEFINE_integer("warmup_steps", None,
+                     "Steps of linear learning-rate warm-up from 0; default: the method's preset (0).")
 flags.DEFINE_float("weight_decay", None, "Coupled L2 weight decay (PyTorch Adam semantics).")
 flags.DEFINE_integer("image_size", None, "Side of the augmented views; default: method preset.")
 flags.DEFINE_integer("seed", 0, "Initialisation/augmentation/shuffling seed.")
@@ -122,6 +127,8 @@ def config_from_flags() -> Config:
   if FLAGS.bits < max(1, spec.min_bits):
     raise UsageError(f"--bits={FLAGS.bits} is not supported by {spec.name}: it needs at least "
                      f"{max(1, spec.min_bits)} bits (16, 32 and 64 are the usual lengths).")
+  if FLAGS.warmup_steps is not None and FLAGS.warmup_steps < 0:
+    raise UsageError(f"--warmup_steps must be >= 0, got {FLAGS.warmup_steps}.")
   for name in ("epochs", "steps", "batch_size", "image_size"):
     value = getattr(FLAGS, name)
     if value is not None and value < 1:
@@ -149,6 +156,7 @@ def config_from_flags() -> Config:
   config = Config(
       method=FLAGS.method, dataset=FLAGS.dataset, protocol=FLAGS.protocol, bits=FLAGS.bits,
       backbone=FLAGS.backbone, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+      lr_schedule=FLAGS.lr_schedule, warmup_steps=FLAGS.warmup_steps,
       weight_decay=FLAGS.weight_decay, image_size=FLAGS.image_size, epochs=FLAGS.epochs,
       steps=FLAGS.steps, seed=FLAGS.seed, split_seed=FLAGS.split_seed,
       eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
@@ -196,6 +204,8 @@ def main(argv):
       "runs", f"{config.method}-{config.dataset}-{config.bits}b")
   try:
     results = train.train_and_evaluate(config, workdir)
+  except train.RunConfigError as e:
+    _fail("usage error", str(e), 2)
   except (checkpointing.CheckpointError, checkpointing.BackboneInitError,
           train.NonFiniteLossError, DataError, FileNotFoundError, NotADirectoryError,
           PermissionError) as e:

@@ -31,6 +31,10 @@ from unhash_jax.methods import MethodSpec, get_method, resolve_config
 from unhash_jax.models import IN_BACKBONE
 
 
+class RunConfigError(ValueError):
+  """The config does not fit the data or itself (e.g. a batch larger than the training split)."""
+
+
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
 
@@ -64,8 +68,11 @@ class Setup:
 
 
 def create_train_state(config: Config, input_shape, mesh: jax.sharding.Mesh, *,
-                       init_backbone: bool = True) -> tuple[Setup, TrainState]:
+                       init_backbone: bool = True, total_steps: int | None = None
+                       ) -> tuple[Setup, TrainState]:
   """Initialises the model and optimizer; the state is placed replicated on ``mesh``.
+
+  ``total_steps`` is the run's length, which a cosine learning-rate schedule decays over.
 
   With ``config.init_backbone_from`` set and ``init_backbone`` true, the backbone's variables are
   then loaded from that workdir's latest checkpoint (:func:`init_backbone_from`).
@@ -75,7 +82,7 @@ def create_train_state(config: Config, input_shape, mesh: jax.sharding.Mesh, *,
   if init_backbone and config.init_backbone_from:
     init_backbone_from(model, config.init_backbone_from, backbone=config.backbone)
   graphdef, params, rest = nnx.split(model, trainable_filter(config), ...)
-  tx = spec.make_optimizer(config)
+  tx = spec.make_optimizer(config, total_steps)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
                      opt_state=tx.init(params))
   state = jax.device_put(state, parallel.replicated_sharding(mesh))
@@ -252,13 +259,22 @@ def _identity(config: Config) -> dict[str, Any]:
 
 
 def _plan(config: Config, num_train: int) -> tuple[int, int]:
-  """(steps_per_epoch, total_steps); the training remainder is dropped."""
+  """(steps_per_epoch, total_steps); the training remainder is dropped.
+
+  Raises:
+    RunConfigError: fewer training images than one batch, or a cosine schedule whose warm-up is
+      not shorter than the run.
+  """
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch < 1:
-    raise ValueError(f"the training split has {num_train} images, fewer than one batch of "
-                     f"{config.batch_size}; lower --batch_size.")
-  total = config.steps if config.steps else config.epochs * steps_per_epoch
-  return steps_per_epoch, int(total)
+    raise RunConfigError(f"the training split has {num_train} images, fewer than one batch of "
+                         f"{config.batch_size}; lower --batch_size.")
+  total = int(config.steps if config.steps else config.epochs * steps_per_epoch)
+  warmup = config.warmup_steps or 0
+  if (config.lr_schedule or "constant") == "cosine" and warmup >= total:
+    raise RunConfigError(f"--warmup_steps={warmup} leaves nothing of the {total}-step run for the "
+                         f"cosine decay; use fewer warm-up steps than training steps.")
+  return steps_per_epoch, total
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -298,7 +314,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   start_step = checkpointing.latest_step(manager)
   # A resumed run restores its own backbone: the source is read only for a fresh start.
   setup, state = create_train_state(config, source.image_shape, mesh,
-                                    init_backbone=start_step is None)
+                                    init_backbone=start_step is None, total_steps=total_steps)
   if start_step is not None:
     checkpointing.check_identity(manager, start_step, _identity(config))
     abstract = jax.tree.map(
@@ -315,9 +331,11 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   writer = run_logging.MetricsWriter(workdir)
   n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
   logging.info("%s on %s/%s, %d bits, backbone %s: %d trainable parameters; %d steps "
-               "(%d per epoch, batch %d); train %d, val %d+%d, query %d, database %d, k=%s",
+               "(%d per epoch, batch %d, lr %g %s, warm-up %d); train %d, val %d+%d, query %d, "
+               "database %d, k=%s",
                config.method, config.dataset, config.protocol, config.bits, config.backbone,
-               n_params, total_steps, steps_per_epoch, config.batch_size, len(splits.train),
+               n_params, total_steps, steps_per_epoch, config.batch_size, config.learning_rate,
+               config.lr_schedule or "constant", config.warmup_steps or 0, len(splits.train),
                len(splits.val_query), len(splits.val_database), len(splits.query),
                len(splits.database), splits.topk)
 

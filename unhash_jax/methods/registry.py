@@ -16,8 +16,14 @@ from unhash_jax.config import Config
 from unhash_jax.models import IN_BACKBONE, make_backbone
 
 # Config fields that a method's defaults and per-dataset presets may fill when the user left them None.
-RESOLVABLE_FIELDS = ("protocol", "backbone", "batch_size", "learning_rate", "weight_decay",
-                     "image_size", "epochs", "steps", "eval_every", "checkpoint_every")
+RESOLVABLE_FIELDS = ("protocol", "backbone", "batch_size", "learning_rate", "lr_schedule",
+                     "warmup_steps", "weight_decay", "image_size", "epochs", "steps", "eval_every",
+                     "checkpoint_every")
+
+# What a resolvable field falls back to when neither the preset nor the method's defaults name it.
+FALLBACKS = {"lr_schedule": "constant", "warmup_steps": 0}
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +60,16 @@ class MethodSpec:
   def recipe_names(self, dataset: str) -> tuple[str, str]:
     return self.recipes.get(dataset, self.recipes["*"])
 
-  def make_optimizer(self, config: Config) -> optax.GradientTransformation:
+  def make_optimizer(self, config: Config, total_steps: int | None = None
+                     ) -> optax.GradientTransformation:
     """Adam; a nonzero ``weight_decay`` is PyTorch's coupled L2 (added to the gradient first).
 
-    ``config.model["backbone_lr_scale"]`` (default 1) multiplies the learning rate of the backbone's
-    parameters (heads keep ``learning_rate``); 0 leaves the backbone at its
+    The learning rate follows :func:`learning_rate_schedule` (``total_steps`` is needed by the
+    cosine schedule). ``config.model["backbone_lr_scale"]`` (default 1) multiplies the learning
+    rate of the backbone's parameters (heads keep ``learning_rate``); 0 leaves the backbone at its
     initialisation while its BatchNorm statistics, if any, still update.
     """
-    adam = optax.adam(learning_rate=config.learning_rate)
+    adam = optax.adam(learning_rate=learning_rate_schedule(config, total_steps))
     if config.weight_decay:
       adam = optax.chain(optax.add_decayed_weights(config.weight_decay), adam)
     scale = float(config.model.get("backbone_lr_scale", 1.0))
@@ -71,6 +79,36 @@ class MethodSpec:
       return adam
     return optax.multi_transform(
         {"head": adam, "backbone": optax.chain(adam, optax.scale(scale))}, _backbone_labels)
+
+
+def learning_rate_schedule(config: Config, total_steps: int | None = None) -> optax.ScalarOrSchedule:
+  """``config.learning_rate`` as a float (constant, no warm-up) or an optax schedule of the step.
+
+  ``lr_schedule="cosine"`` decays from ``learning_rate`` to 0 at ``total_steps`` (after the warm-up,
+  which counts towards ``total_steps``); ``warmup_steps`` > 0 ramps linearly from 0 first. The
+  schedule is a function of the optimizer's step count, which checkpoints carry, so a resumed run
+  continues it where it stopped.
+
+  Raises:
+    ValueError: unknown schedule, negative warm-up, or a cosine schedule without ``total_steps`` or
+      with ``warmup_steps >= total_steps``.
+  """
+  lr = config.learning_rate
+  schedule = config.lr_schedule or "constant"
+  warmup = int(config.warmup_steps or 0)
+  if schedule not in LR_SCHEDULES:
+    raise ValueError(f"unknown lr_schedule {schedule!r}; valid choices: {', '.join(LR_SCHEDULES)}.")
+  if warmup < 0:
+    raise ValueError(f"warmup_steps must be >= 0, got {warmup}.")
+  if schedule == "constant":
+    if not warmup:
+      return lr
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+  if total_steps is None or total_steps <= warmup:
+    raise ValueError(f"the cosine schedule needs total_steps > warmup_steps ({warmup}), got "
+                     f"{total_steps}.")
+  return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps, end_value=0.0)
 
 
 def _backbone_labels(params: nnx.State) -> nnx.State:
@@ -113,7 +151,7 @@ def resolve_config(config: Config) -> Config:
   changes: dict[str, Any] = {}
   for name in RESOLVABLE_FIELDS:
     if getattr(config, name) is None:
-      changes[name] = preset.get(name, spec.defaults.get(name))
+      changes[name] = preset.get(name, spec.defaults.get(name, FALLBACKS.get(name)))
   unknown = set(config.hparams) - set(spec.hparams)
   if unknown:
     raise ValueError(
