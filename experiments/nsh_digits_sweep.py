@@ -12,10 +12,14 @@ by the method's preset; optional label; optional workdir to keep, e.g. a pretrai
   nice -n 19 python experiments/nsh_digits_sweep.py '{"method": "cibhash"}' cib32 /tmp/cib32
   nice -n 19 python experiments/nsh_digits_sweep.py \
       '{"init_backbone_from": "/tmp/cib32", "model": {"frozen_backbone": true}}'
+  nice -n 19 python experiments/nsh_digits_sweep.py '{"_recipes": ["digits", "digits"]}'
+
+``_recipes`` (harness only) replaces the method's ``(view1, view2)`` augmentation presets on digits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -31,11 +35,17 @@ def main(argv: list[str]) -> None:
   from absl import logging
   from unhash_jax import train
   from unhash_jax.config import Config
+  from unhash_jax.methods.registry import REGISTRY
   logging.set_verbosity(logging.WARNING)
 
   overrides = json.loads(argv[1]) if len(argv) > 1 else {}
   label = argv[2] if len(argv) > 2 else json.dumps(overrides, sort_keys=True)
   base = {"method": "nsh", "dataset": "digits", "bits": 32}
+  recipes = overrides.pop("_recipes", None)
+  if recipes is not None:  # harness-only key: the method's (view1, view2) recipes on digits
+    spec = REGISTRY[overrides.get("method", base["method"])]
+    REGISTRY[spec.name] = dataclasses.replace(
+        spec, recipes={**spec.recipes, base["dataset"]: tuple(recipes)})
   config = Config.from_dict({**base, **overrides})
   with tempfile.TemporaryDirectory() as tmp:
     workdir = argv[3] if len(argv) > 3 else tmp
