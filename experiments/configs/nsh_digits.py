@@ -14,7 +14,8 @@ Two settings, kept apart in every table below:
 
     python -m unhash_jax.main --method=cibhash --backbone=mlp2 --workdir=runs/cibhash-mlp2
     python -m unhash_jax.main --method=nsh --bits=32 --backbone=mlp2 \
-        --init_backbone_from=runs/cibhash-mlp2 --frozen_backbone --sort_temperature=0.25
+        --init_backbone_from=runs/cibhash-mlp2 --frozen_backbone --sort_temperature=0.25 \
+        --batch_size=128 --steps=600 --eval_every=200
 
   which resolves to :func:`get_pretrained_config`. Only the backbone's arrays are read from the
   CIBHash checkpoint (its hash head is not used); one 32-bit CIBHash run serves every NSH bit length.
@@ -126,6 +127,55 @@ m = 16 .645/.676/.683. m = 4 is +0.009 over the preset's .749, within the seed-t
 seen earlier (~0.02), so the preset keeps m = 2 (the spec's value). Also no gain: τ_nce 0.5
 .700/.726/.742; τ_nce 0.5 with m = 4 .692/.719/.746; λ_q 0 .721/.726/.738.
 
+Fifth sweep (2026-11-23; from scratch, preset of that day = batch 128 / 600 steps unless noted; validation
+mAP at the listed steps; ``nice -n 5 python experiments/nsh_digits_sweep.py '<json>'``, machine shared
+with test runs, so walls are upper bounds). A diagnostic first: after the batch-128 preset the cosine
+retrieval of the backbone feature scores .727 on validation, the latent z .734, the continuous tanh
+code .766 and the sign code .749, so the backbone's representation, not the quantisation, was the
+limit. The batch size turned out to be the lever: at n = 32 the SoftSort's n³ step costs 64× less, and
+the anchor's own view is ranked first twice as often (self top-1 0.50 vs 0.23), so SortedNCE's top-m
+positives are right more often and the backbone learns.
+
+=====================================================  ===========================================  ======  =====
+setting                                                validation mAP at steps                      self    wall
+                                                                                                    top-1
+=====================================================  ===========================================  ======  =====
+full ``digits`` views (CIBHash's), 1200 steps          200–1200: .554/.530/.524/.490/.494/.495      0.08    112 s
+latent_dim 128                                         200–600: .693/.737/.740                      0.23    63 s
+batch 64, 1200 steps                                   200–1200: .683/.713/.727/.754/.772/.771      0.35    31 s
+batch 64, τ_sort 0.0625, 1200 steps                    .693/.729/.742/.751/.757/.750                0.41    28 s
+batch 64, 2400 steps                                   400–2400: .713/.754/.771/.774/.778/.785      0.36    88 s
+batch 64, 2400 steps, cosine lr                        .711/.746/.762/.775/.774/.774                0.35    71 s
+batch 64, 2400 steps, lr 6e-4 cosine                   .755/.773/.764/.772/.773/.772                0.36    47 s
+batch 64, 5000 steps                                   1000–5000: .772/.778/.770/.750/.738          0.36    85 s
+batch 32, 2400 steps                                   400–2400: .702/.733/.739/.760/.764/.776      0.50    34 s
+**batch 32, 6000 steps** (new preset)                  1000–6000: .742/.764/.808/.839/.838/**.846** 0.50    70 s
+same, seed 1                                           .783/.809/.819/.842/.851/**.859**            0.50    53 s
+batch 32, 10000 steps                                  7000–10000: .837/.844/.846/.843              0.50    93 s
+batch 32, 6000 steps, lr 1.5e-4                        .715/.749/.773/.795/.813/.825                0.52    68 s
+batch 32, 6000 steps, τ_sort 0.25                      .685/.728/.729/.744/.746/.751                0.36    64 s
+batch 32, 6000 steps, τ_sort 0.0625                    .771/.811/.829/.849/.844/.853 (balance .27)  0.55    54 s
+batch 32, 8000 steps, cosine lr                        1000–8000: .739/.763/.792/.822/.828/.831/    0.52    88 s
+                                                       .829/.826
+batch 32, 6000 steps, 16 bits                          2000–6000: .780/.824/.839                    0.47    66 s
+batch 32, 6000 steps, 64 bits                          2000–6000: .823/.847/.848                    0.52    66 s
+batch 16, 10000 steps                                  1000–10000: .726/.745/.758/.805/.804/.825/   0.64    72 s
+                                                       .839/.840/.843/.859
+batch 16, 16000 steps                                  2000–16000: .745/.805/.825/.840/.859/.848/   0.65    124 s
+                                                       .852/.848
+=====================================================  ===========================================  ======  =====
+
+Batch 16 reaches the same plateau (~.85) in twice the steps; a cosine learning-rate decay
+(``--lr_schedule=cosine``, added for this sweep) did not help at batch 32 or 64; the full digits views
+that CIBHash needs break NSH (self top-1 0.08: the code ranking no longer finds the other view).
+The preset is now batch 32, 6000 steps; the pretrained setting keeps batch 128 / 600 steps (its
+commands name them).
+
+Test split, measured once for the new preset (README rows; quiet machine, load 1–2, one after the
+other; ``python -m unhash_jax.main --method=nsh --bits=B``): 16 bits 0.832 (P@1 0.917, 69 s wall),
+32 bits 0.834 (0.960, 67 s), 64 bits 0.842 (0.953, 79 s). The issue's 0.80 at 32 bits is met from
+scratch. (The earlier statements below that it was not refer to the batch-128 preset.)
+
 First sweep, with the framework's full ``digits`` augmentation preset, ``python -m unhash_jax.main
 --method=nsh --bits=32 --steps=S --eval_every=250 ...``:
 
@@ -230,6 +280,7 @@ def get_pretrained_config(init_backbone_from: str, bits: int = 32) -> Config:
   """Stage 2: NSH's heads on the frozen backbone of the stage-1 run in ``init_backbone_from``."""
   from unhash_jax.methods import resolve_config
   return resolve_config(Config(method="nsh", dataset="digits", bits=bits, backbone="mlp2",
-                               init_backbone_from=init_backbone_from,
+                               init_backbone_from=init_backbone_from, batch_size=128, steps=600,
+                               eval_every=200, checkpoint_every=600,
                                hparams={"sort_temperature": 0.25},
                                model={"frozen_backbone": True}))
