@@ -28,6 +28,7 @@ from unhash_jax import logging as run_logging
 from unhash_jax.config import Config
 from unhash_jax.data import augment, builders, loader, protocols
 from unhash_jax.methods import MethodSpec, get_method, resolve_config
+from unhash_jax.methods.registry import check_lr_schedule
 from unhash_jax.models import IN_BACKBONE
 
 
@@ -262,18 +263,18 @@ def _plan(config: Config, num_train: int) -> tuple[int, int]:
   """(steps_per_epoch, total_steps); the training remainder is dropped.
 
   Raises:
-    RunConfigError: fewer training images than one batch, or a cosine schedule whose warm-up is
-      not shorter than the run.
+    RunConfigError: fewer training images than one batch, or a learning-rate schedule that does
+      not fit the run (:func:`~unhash_jax.methods.registry.check_lr_schedule`).
   """
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch < 1:
     raise RunConfigError(f"the training split has {num_train} images, fewer than one batch of "
                          f"{config.batch_size}; lower --batch_size.")
   total = int(config.steps if config.steps else config.epochs * steps_per_epoch)
-  warmup = config.warmup_steps or 0
-  if (config.lr_schedule or "constant") == "cosine" and warmup >= total:
-    raise RunConfigError(f"--warmup_steps={warmup} leaves nothing of the {total}-step run for the "
-                         f"cosine decay; use fewer warm-up steps than training steps.")
+  try:
+    check_lr_schedule(config, total)
+  except ValueError as e:
+    raise RunConfigError(str(e)) from None
   return steps_per_epoch, total
 
 
@@ -335,7 +336,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                "database %d, k=%s",
                config.method, config.dataset, config.protocol, config.bits, config.backbone,
                n_params, total_steps, steps_per_epoch, config.batch_size, config.learning_rate,
-               config.lr_schedule or "constant", config.warmup_steps or 0, len(splits.train),
+               config.lr_schedule, config.warmup_steps, len(splits.train),
                len(splits.val_query), len(splits.val_database), len(splits.query),
                len(splits.database), splits.topk)
 

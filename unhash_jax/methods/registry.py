@@ -81,34 +81,45 @@ class MethodSpec:
         {"head": adam, "backbone": optax.chain(adam, optax.scale(scale))}, _backbone_labels)
 
 
+def check_lr_schedule(config: Config, total_steps: int | None = None) -> None:
+  """Raises ValueError when ``config``'s schedule fields (resolved) cannot make a schedule.
+
+  Invalid: an unknown ``lr_schedule``, a negative ``warmup_steps``, or a cosine schedule without
+  ``total_steps`` or whose warm-up is not shorter than ``total_steps``.
+  """
+  schedule, warmup = config.lr_schedule, config.warmup_steps
+  if schedule not in LR_SCHEDULES:
+    raise ValueError(f"unknown lr_schedule {schedule!r}; valid choices: {', '.join(LR_SCHEDULES)}.")
+  if warmup < 0:
+    raise ValueError(f"warmup_steps must be >= 0, got {warmup}.")
+  if schedule == "cosine" and total_steps is None:
+    raise ValueError("the cosine schedule needs total_steps (the run's length).")
+  if schedule == "cosine" and total_steps <= warmup:
+    raise ValueError(f"--warmup_steps={warmup} leaves nothing of the {total_steps}-step run for the "
+                     f"cosine decay, which needs total_steps > warmup_steps ({warmup}); use fewer "
+                     f"warm-up steps than training steps.")
+
+
 def learning_rate_schedule(config: Config, total_steps: int | None = None) -> optax.ScalarOrSchedule:
   """``config.learning_rate`` as a float (constant, no warm-up) or an optax schedule of the step.
 
+  ``config`` is resolved (:func:`resolve_config` fills ``lr_schedule``/``warmup_steps``).
   ``lr_schedule="cosine"`` decays from ``learning_rate`` to 0 at ``total_steps`` (after the warm-up,
   which counts towards ``total_steps``); ``warmup_steps`` > 0 ramps linearly from 0 first. The
   schedule is a function of the optimizer's step count, which checkpoints carry, so a resumed run
   continues it where it stopped.
 
   Raises:
-    ValueError: unknown schedule, negative warm-up, or a cosine schedule without ``total_steps`` or
-      with ``warmup_steps >= total_steps``.
+    ValueError: see :func:`check_lr_schedule`.
   """
-  lr = config.learning_rate
-  schedule = config.lr_schedule or "constant"
-  warmup = int(config.warmup_steps or 0)
-  if schedule not in LR_SCHEDULES:
-    raise ValueError(f"unknown lr_schedule {schedule!r}; valid choices: {', '.join(LR_SCHEDULES)}.")
-  if warmup < 0:
-    raise ValueError(f"warmup_steps must be >= 0, got {warmup}.")
-  if schedule == "constant":
-    if not warmup:
-      return lr
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
-  if total_steps is None or total_steps <= warmup:
-    raise ValueError(f"the cosine schedule needs total_steps > warmup_steps ({warmup}), got "
-                     f"{total_steps}.")
-  return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps, end_value=0.0)
+  check_lr_schedule(config, total_steps)
+  lr, warmup = config.learning_rate, config.warmup_steps
+  if config.lr_schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps, end_value=0.0)
+  if not warmup:
+    return lr
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
 
 
 def _backbone_labels(params: nnx.State) -> nnx.State:
