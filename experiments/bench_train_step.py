@@ -22,6 +22,11 @@ What is timed:
     runs both views as one interleaved batch (``methods.cibhash.logits_of_views``); PyTorch is timed
     both ways, as the official code does it (``torch_eager``, one forward per view) and with the same
     batched forward (``torch_eager_batched``), and the ratio is taken against the faster of the two.
+    On ``cnn`` PyTorch is also timed with the model and views in the "channels last" memory format
+    (``torch_eager_channels_last``, same weights and math), where oneDNN's CPU convolutions are
+    faster; again the ratio is against the faster PyTorch. ``jax_step`` is compiled with the
+    library's default ``Config.cpu_ynn_fusions``; ``--cpu_ynn_fusions`` adds the same step with
+    other YNNPACK fusion sets (``jax_step[<name>]``, :mod:`unhash_jax.xla_cpu`).
 (b) ``jax_library_step`` (``cnn`` only, when ``unhash_jax.data.augment`` is importable): the full
     ``unhash_jax.train.make_train_step`` step on a uint8 batch, i.e. (a) plus the on-device two-view
     augmentation. It has no PyTorch counterpart here; it is timed in the same interleaved loop so its
@@ -98,9 +103,10 @@ flags.DEFINE_enum("torch_device", "cpu", ["cpu", "cuda"],
                   "where the timed PyTorch contenders run (the equivalence check stays on CPU); "
                   "use cuda beside JAX on a GPU")
 flags.DEFINE_bool("check", True, "run the JAX/PyTorch equivalence check before timing")
-flags.DEFINE_bool("cpu_ynnpack_dots", False,
-                  "also time the JAX step with XLA's YNNPACK fusions limited to matrix products "
-                  "(jax_step_ynnpack; unhash_jax.xla_cpu, CLI --cpu_ynnpack_dots)")
+flags.DEFINE_list("cpu_ynn_fusions", ["xla"],
+                  "besides jax_step (the library's default, Config.cpu_ynn_fusions="
+                  f"{xla_cpu.DEFAULT_YNN_FUSIONS!r}), also time the step compiled with these "
+                  "YNNPACK fusion sets (jax_step[<name>]; unhash_jax.xla_cpu.YNN_FUSIONS; CPU only)")
 flags.DEFINE_bool("library_step", True, "also time unhash_jax.train's full step (cnn, needs augment)")
 
 CHECK_STEPS = 3
@@ -475,15 +481,16 @@ def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int
 
     return run
 
-  # Runners donate their state only when they run, so the copy below still sees the initial state.
-  runners["jax_step"] = jax_runner(params, rest)
-  if FLAGS.cpu_ynnpack_dots:
-    options = xla_cpu.options_for(jax.devices()[:1], ynnpack_dots=True)
-    if options is None:
-      print(f"[{case}] YNNPACK products unavailable on {jax.devices()[0].platform}; skipped",
-            flush=True)
-    else:
-      runners["jax_step_ynnpack"] = jax_runner(*jax.tree.map(jnp.copy, (params, rest)), options)
+  # Runners donate their state only when they run, so the copies below still see the initial state.
+  devices = jax.devices()[:1]
+  default = xla_cpu.DEFAULT_YNN_FUSIONS
+  runners["jax_step"] = jax_runner(params, rest, xla_cpu.options_for(devices, ynn_fusions=default))
+  result["jax_step_cpu_ynn_fusions"] = default
+  if devices[0].platform == "cpu":
+    for name in FLAGS.cpu_ynn_fusions:
+      if name != default:
+        runners[f"jax_step[{name}]"] = jax_runner(
+            *jax.tree.map(jnp.copy, (params, rest)), xla_cpu.options_for(devices, ynn_fusions=name))
   if torch is not None:
     dev = FLAGS.torch_device
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
@@ -505,6 +512,17 @@ def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int
         sync()
 
       runners["torch_eager_batched"] = run_torch_batched
+    else:  # oneDNN's convolutions are faster on NHWC ("channels last") tensors on CPU
+      tmc, toptc = build_torch(case, bits, dropout, arrays, device=dev)
+      tmc = tmc.to(memory_format=torch.channels_last)
+      c1, c2 = (t.contiguous(memory_format=torch.channels_last) for t in (t1, t2))
+
+      def run_torch_channels_last(n):
+        for _ in range(n):
+          torch_step(tmc, toptc, c1, c2, hparams)
+        sync()
+
+      runners["torch_eager_channels_last"] = run_torch_channels_last
   if case == "cnn" and library_step:
     run_lib, why = make_library_runner(bits)
     if run_lib is None:
@@ -525,8 +543,9 @@ def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int
     result["speedup_jax_over_torch"] = med[best_torch] / med["jax_step"]
     result["speedup_per_repeat_median"] = statistics.median(
         t / j for t, j in zip(times[best_torch], times["jax_step"]))
-    if "jax_step_ynnpack" in times:
-      result["speedup_jax_ynnpack_over_torch"] = med[best_torch] / med["jax_step_ynnpack"]
+    for k in times:
+      if k.startswith("jax_step["):
+        result[f"speedup_{k}_over_torch"] = med[best_torch] / med[k]
   result["bench_seconds"] = time.perf_counter() - t0
   return result
 

@@ -54,6 +54,7 @@ def test_two_step_run_prints_metrics_and_writes_results(tmp_path, data_dir):
     ("--bits=sixteen", ["usage error"]),
     ("--no_such_flag=1", ["usage error"]),
     ("--lr_schedule=linear", ["usage error", "cosine"]),
+    ("--cpu_ynn_fusions=convs", ["usage error", "dots_reductions"]),
     ("--warmup_steps=-1", ["--warmup_steps must be >= 0"]),
     ("--batch_size=4096", ["1497 images, fewer than one batch of 4096"]),
     ("--lr_schedule=cosine --warmup_steps=5 --steps=5", ["--warmup_steps=5", "5-step run"]),

@@ -200,7 +200,7 @@ def make_encode_fn(setup: Setup) -> Callable[[TrainState, jax.Array], jax.Array]
 
 
 def _compiler_options(setup: Setup) -> dict[str, str] | None:
-  return xla_cpu.options_for(setup.mesh.devices.flat, ynnpack_dots=setup.config.cpu_ynnpack_dots)
+  return xla_cpu.options_for(setup.mesh.devices.flat, ynn_fusions=setup.config.cpu_ynn_fusions)
 
 
 def encode_indices(encode_fn, state: TrainState, source: builders.Source, indices: np.ndarray,

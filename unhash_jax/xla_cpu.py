@@ -1,33 +1,37 @@
-"""Per-program XLA:CPU compiler options (opt-in speed-ups of the CPU backend).
+"""Per-program XLA:CPU compiler options: which operations XLA hands to the YNNPACK library.
 
 ``jax.jit(..., compiler_options=...)`` scopes an XLA option to one compiled program, unlike the
 process-wide ``XLA_FLAGS`` environment variable, which must be set before JAX starts and changes
 every program, the user's own included.
 
-The one option here limits XLA:CPU's YNNPACK library fusions to single matrix products
-(``xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT``). The value replaces
-XLA's default list. In jaxlib 0.10.2 that default also hands convolutions and elementwise/reduction
-fusions to YNNPACK: the compiled small-CNN CIBHash step holds 121 YNNPACK fusions by default and 10
-with this option.
+The option is ``xla_cpu_experimental_ynn_fusion_type``: the list of operation kinds that XLA:CPU
+lowers to YNNPACK fusions instead of emitting its own code. In jaxlib 0.10.2 XLA's default list
+holds convolutions, matrix products, and elementwise and reduction fusions. :data:`YNN_FUSIONS`
+names the sets this project measured (``Config.cpu_ynn_fusions``, CLI ``--cpu_ynn_fusions``):
 
-On this project's 2-core Xeon, YNNPACK's convolutions are the slow part. Measured on the small CNN
-at batch 128, per step:
-* default: 1.3 to 1.7 s;
-* this option: 0.85 to 1.15 s (about 1.5× faster), with XLA's own convolution emitters;
-* the default with only convolutions removed (``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
-  -individual_convolution``): 0.94 to 1.06 s, about the same.
-The 4096-d feature encoder (matrix products only) is unchanged, 26 vs 27 ms. See the README's
-Performance section.
+* ``"xla"``: no option, XLA's default list.
+* ``"dots"``: matrix products only. Convolutions, elementwise ops and reductions use XLA's code.
+* ``"dots_reductions"`` (the default): matrix products and reductions.
+
+Why: on CPU, YNNPACK's convolutions are slower than XLA's own; XLA's own reductions (BatchNorm's
+batch statistics and their gradients, which XLA first splits into a ``reduce-window`` tree) are
+slower than YNNPACK's; elementwise fusions are best left to XLA, which fuses them into their
+neighbours. Measured on the small-CNN CIBHash step, batch 128 × 2 views, 2-core Xeon with
+AVX-512, same process, median ms/step (``experiments/bench_train_step.py``):
+
+* ``"xla"`` 739, ``"dots"`` 641, ``"dots_reductions"`` 455, products + reductions + elementwise
+  1,035;
+* the 4096-d feature encoder (matrix products and Adam): 13.8 / 13.8 / 13.9 / 20.0.
 
 The option is experimental in XLA:
-* It changes which library runs each operation, so results differ from the default in the last
-  float32 bits. A run is still bit-reproducible with itself.
-* The option name may change between jaxlib releases. jaxlib 0.10.2 and 0.11.2 accept it.
-  :func:`options_for` therefore compiles a one-product probe first and returns ``None`` (with a
-  warning) when the installed XLA rejects it.
 
-It is off by default (``Config.cpu_ynnpack_dots``, CLI ``--cpu_ynnpack_dots``). It applies only
-when every device of the program is a CPU; on GPU and TPU it is a no-op.
+* It changes which library runs each operation, so results differ from XLA's default in the last
+  float32 bits. A run is still bit-reproducible with itself.
+* Its name or values may change between jaxlib releases. :func:`options_for` therefore compiles a
+  small probe (a product and a reduction) first and returns ``None``, with a warning, when the
+  installed XLA rejects the option: the program then compiles with XLA's default list.
+
+It applies only when every device of the program is a CPU; on GPU and TPU it is a no-op.
 """
 
 from __future__ import annotations
@@ -40,15 +44,28 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-YNNPACK_DOTS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+from unhash_jax.config import Config
+
+_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+
+YNN_FUSIONS: dict[str, str | None] = {
+    "xla": None,
+    "dots": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+    "dots_reductions": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+}
+DEFAULT_YNN_FUSIONS = Config.cpu_ynn_fusions  # "dots_reductions"
+
+
+def _probe(x: jax.Array) -> jax.Array:
+  return jnp.sum(x @ x, axis=0)
 
 
 @functools.cache
 def _accepted(items: tuple[tuple[str, str], ...]) -> bool:
-  """Whether this jaxlib's XLA:CPU compiles a small product with these options."""
+  """Whether this jaxlib's XLA:CPU compiles a small product and reduction with these options."""
   x = jnp.ones((8, 8), jnp.float32, device=jax.devices("cpu")[0])
   try:
-    jax.jit(jnp.dot).lower(x, x).compile(compiler_options=dict(items))
+    jax.jit(_probe).lower(x).compile(compiler_options=dict(items))
   except Exception as e:  # noqa: BLE001  (XLA reports an unknown option/value as various errors)
     logging.warning("XLA:CPU rejected the compiler options %s (%s); compiling without them.",
                     dict(items), str(e).splitlines()[0])
@@ -56,18 +73,31 @@ def _accepted(items: tuple[tuple[str, str], ...]) -> bool:
   return True
 
 
-def options_for(devices: Sequence[Any], *, ynnpack_dots: bool) -> dict[str, str] | None:
+def check_ynn_fusions(name: str) -> str:
+  """Returns ``name`` if it is a key of :data:`YNN_FUSIONS`; raises ``ValueError`` naming the
+  valid choices otherwise."""
+  if name not in YNN_FUSIONS:
+    raise ValueError(f"unknown YNNPACK fusion set {name!r}; valid choices: "
+                     f"{', '.join(YNN_FUSIONS)}.")
+  return name
+
+
+def options_for(devices: Sequence[Any], *, ynn_fusions: str) -> dict[str, str] | None:
   """``compiler_options`` for ``jax.jit`` of a program that runs on ``devices``.
 
   Args:
     devices: the program's devices (e.g. ``mesh.devices.flat``).
-    ynnpack_dots: keep YNNPACK for matrix products only (XLA:CPU only; see the module docstring).
+    ynn_fusions: a key of :data:`YNN_FUSIONS` (see the module docstring).
 
   Returns:
-    A dict for ``jax.jit(..., compiler_options=...)``, or ``None``. It is ``None`` when nothing is
-    asked for, when some device is not a CPU, or when the installed XLA rejects the option.
+    A dict for ``jax.jit(..., compiler_options=...)``, or ``None``: for ``"xla"``, when some device
+    is not a CPU, or when the installed XLA rejects the option.
+
+  Raises:
+    ValueError: ``ynn_fusions`` is not a key of :data:`YNN_FUSIONS`.
   """
-  if not ynnpack_dots or not all(d.platform == "cpu" for d in devices):
+  value = YNN_FUSIONS[check_ynn_fusions(ynn_fusions)]
+  if value is None or not all(d.platform == "cpu" for d in devices):
     return None
-  items = tuple(sorted(YNNPACK_DOTS.items()))
+  items = ((_OPTION, value),)
   return dict(items) if _accepted(items) else None

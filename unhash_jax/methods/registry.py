@@ -12,6 +12,7 @@ import jax
 import optax
 from flax import nnx
 
+from unhash_jax import xla_cpu
 from unhash_jax.config import Config
 from unhash_jax.models import IN_BACKBONE, make_backbone
 
@@ -173,4 +174,5 @@ def resolve_config(config: Config) -> Config:
   resolved = config.replace(**changes)
   if resolved.bits < spec.min_bits:
     raise ValueError(f"method {spec.name!r} needs bits >= {spec.min_bits}, got {resolved.bits}.")
+  xla_cpu.check_ynn_fusions(resolved.cpu_ynn_fusions)
   return resolved
