@@ -31,6 +31,11 @@ What is timed:
     ``unhash_jax.train.make_train_step`` step on a uint8 batch, i.e. (a) plus the on-device two-view
     augmentation. It has no PyTorch counterpart here; it is timed in the same interleaved loop so its
     cost relative to (a) is a same-run figure.
+(c) ``conv_bound`` (``cnn`` on CPU, ``--conv_bound``): each side's six convolutions alone (forward,
+    filter and input gradients of both views at the step's shapes; PyTorch in channels last) and an
+    fp32 2048³ matrix product, beside the time the 1.5× target leaves for the whole step (the
+    faster PyTorch step / 1.5). The step can be no faster than its convolutions, so this says how
+    far the target is from what each library's convolutions, and the machine's fp32 rate, allow.
 
 Timing: warm-up (compilation) first, then ``--repeats`` rounds of ``--steps`` steps per contender,
 interleaved (so machine-load spikes hit both alike), median per contender; JAX is synchronised with
@@ -41,14 +46,16 @@ interleaved (so machine-load spikes hit both alike), median per contender; JAX i
 Threads matter more than the framework on a loaded machine: with other processes on the 2 cores,
 PyTorch's 2 OpenMP threads lose most of their speed (in our runs torch with ``--torch_threads 1`` was
 5× faster on ``features`` than with 2), so compare at the best thread setting of each side
-(``--torch_threads`` here; ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1"`` for a single-threaded XLA) and quote the machine load.
+(``--torch_threads`` here; for a one-core JAX pin the process, ``taskset -c 0``: in jaxlib 0.10.2
+``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` leaves XLA:CPU on
+both cores, a 2048³ product at 347 vs 350 GFLOP/s, against 177 under ``taskset``) and quote the
+machine load.
 
-Usage (the JAX stack plus ``torch==2.13.0`` CPU in one environment, see the README section)::
+Usage (the JAX stack plus ``torch==2.13.0`` CPU in one environment: ``pip install -e .
+torch==2.13.0`` in the project's venv; on this machine kind pip takes the CPU wheel from disk)::
 
-  /work/venv-torch/bin/python experiments/bench_train_step.py \
-      --out experiments/results/bench_train_step.json
-  /work/venv-torch/bin/python experiments/bench_train_step.py --quick   # smoke run
+  python experiments/bench_train_step.py --out experiments/results/bench_train_step.json
+  python experiments/bench_train_step.py --quick   # smoke run
   python experiments/bench_train_step.py --torch_device cuda   # on a GPU machine: both on the GPU
 
 Without torch installed the script says so and times the JAX side only.
@@ -108,6 +115,10 @@ flags.DEFINE_list("cpu_ynn_fusions", ["xla"],
                   f"{xla_cpu.DEFAULT_YNN_FUSIONS!r}), also time the step compiled with these "
                   "YNNPACK fusion sets (jax_step[<name>]; unhash_jax.xla_cpu.YNN_FUSIONS; CPU only)")
 flags.DEFINE_bool("library_step", True, "also time unhash_jax.train's full step (cnn, needs augment)")
+flags.DEFINE_bool("conv_bound", True,
+                  "cnn: also time the step's six convolutions alone (forward + gradients) on each "
+                  "side and an fp32 2048^3 matrix product, and report the speed target's budget "
+                  "against them (CPU only)")
 
 CHECK_STEPS = 3
 LOSS_TOL = 1e-5
@@ -436,7 +447,7 @@ def make_library_runner(bits: int):
 
 
 def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int,
-               library_step: bool, check: bool = True) -> dict:
+               library_step: bool, check: bool = True, conv_bound_on: bool = False) -> dict:
   batch = 64 if case == "features" else 128
   dropout = dropout if case == "features" else 0.0
   result: dict = {"case": case, "steps_per_repeat": steps, "repeats": repeats, "batch": batch, "bits": bits, "feature_dropout": dropout,
@@ -464,6 +475,7 @@ def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int
   (v1, v2), (t1, t2) = make_views(case)
   runners = {}
   arrays = jax_arrays_in_torch_layout(model, case)   # before the donated step invalidates them
+  layers = conv_layers(model) if case == "cnn" else []
   v1, v2 = jax.device_put(v1), jax.device_put(v2)
   base_key = jax.random.key(0)
 
@@ -547,7 +559,158 @@ def bench_case(case: str, *, bits: int, dropout: float, steps: int, repeats: int
       if k.startswith("jax_step["):
         result[f"speedup_{k}_over_torch"] = med[best_torch] / med[k]
   result["bench_seconds"] = time.perf_counter() - t0
+  if case == "cnn" and conv_bound_on and jax.devices()[0].platform == "cpu" and (
+      torch is None or FLAGS.torch_device == "cpu"):
+    best = result.get("best_torch")
+    result["conv_bound"] = conv_bound(
+        layers, batch=batch, repeats=repeats,
+        best_torch_step_s=None if best is None else statistics.median(times[best]) / steps)
+    print_conv_bound(result["conv_bound"])
   return result
+
+
+# ----------------------------------------------------------------------------------------------
+# (c) What the speed target leaves for the step, against each side's convolutions alone.
+
+GEMM_N = 2048
+TARGET_SPEEDUP = 1.5
+
+
+def conv_layers(model, image_size: int = 32) -> list[dict]:
+  """The small CNN's convolutions as ``{"hw", "cin", "cout", "grad_input"}`` rows, read off the
+  model (a stage halves the side; the first layer's input is the image, whose gradient no step
+  computes)."""
+  rows = []
+  for i, conv in enumerate(model.backbone.convs):
+    kh, kw, cin, cout = conv.kernel.shape
+    if (kh, kw) != (3, 3):
+      raise AssertionError(f"conv {i}: expected a 3x3 kernel, got {(kh, kw)}")
+    rows.append({"hw": image_size >> (i // 2), "cin": int(cin), "cout": int(cout),
+                 "grad_input": i > 0})
+  return rows
+
+
+def conv_flops(layer: dict, batch: int) -> float:
+  """2 × multiply-adds of forward, filter gradient and (if needed) input gradient, one view.
+
+  Only taps that land inside the image count (a 3×3 "SAME" convolution over n positions has
+  3n − 2 in-image (position, tap) pairs per axis), as in XLA's cost analysis; counting the zero
+  border too would overstate the rate by 4 % at 32×32 and 19 % at 8×8.
+  """
+  taps = (3 * layer["hw"] - 2) ** 2
+  one = 2.0 * batch * taps * layer["cin"] * layer["cout"]
+  return one * (3 if layer["grad_input"] else 2)
+
+
+def conv_runners(layer: dict, batch: int, compiler_options) -> dict:
+  """``run(n)`` for each side: n × (forward + gradients of one conv layer on both views)."""
+  rng = np.random.default_rng(3)
+  hw, cin, cout = layer["hw"], layer["cin"], layer["cout"]
+  xs = [rng.standard_normal((batch, hw, hw, cin), dtype=np.float32) for _ in range(2)]
+  gs = [rng.standard_normal((batch, hw, hw, cout), dtype=np.float32) for _ in range(2)]
+  w = (0.1 * rng.standard_normal((3, 3, cin, cout))).astype(np.float32)
+
+  def conv(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  def fwd_bwd(x, k, g):
+    y, vjp = jax.vjp(conv, x, k)
+    dx, dk = vjp(g)
+    return (y, dx, dk) if layer["grad_input"] else (y, dk)  # unused dx is compiled away
+
+  f = jax.jit(fwd_bwd, compiler_options=compiler_options)
+  jx, jg, jw = [jnp.asarray(x) for x in xs], [jnp.asarray(g) for g in gs], jnp.asarray(w)
+
+  def run_jax(n):
+    for _ in range(n):
+      out = [f(x, jw, g) for x, g in zip(jx, jg)]
+    jax.block_until_ready(out)
+
+  runners = {"jax": run_jax}
+  if torch is not None:
+    cl = torch.channels_last
+    tx = [torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=cl)
+          .requires_grad_(layer["grad_input"]) for x in xs]
+    tg = [torch.from_numpy(g).permute(0, 3, 1, 2).contiguous(memory_format=cl) for g in gs]
+    tw = torch.from_numpy(w).permute(3, 2, 0, 1).contiguous(memory_format=cl).requires_grad_(True)
+
+    def run_torch(n):
+      for _ in range(n):
+        for x, g in zip(tx, tg):
+          F.conv2d(x, tw, padding=1).backward(g)
+
+    runners["torch_channels_last"] = run_torch
+  return runners
+
+
+def gemm_runners(compiler_options) -> dict:
+  a = np.random.default_rng(4).standard_normal((GEMM_N, GEMM_N), dtype=np.float32)
+  f = jax.jit(lambda x: x @ x, compiler_options=compiler_options)
+  ja = jnp.asarray(a)
+  runners = {"jax": lambda n: jax.block_until_ready([f(ja) for _ in range(n)])}
+  if torch is not None:
+    ta = torch.from_numpy(a)
+    runners["torch_channels_last"] = lambda n: [ta @ ta for _ in range(n)]
+  return runners
+
+
+def conv_bound(layers: list[dict], *, batch: int, best_torch_step_s: float | None,
+               repeats: int) -> dict:
+  """Times each side's convolutions alone and an fp32 GEMM; the target's budget beside them.
+
+  The step runs every convolution of both views forward and backward, so its time is at least the
+  convolutions' time. ``budget_ms`` is the faster PyTorch step divided by the target speed-up: a
+  JAX step meets the target only if everything it does fits in it.
+  """
+  opts = xla_cpu.options_for(jax.devices()[:1], ynn_fusions=xla_cpu.DEFAULT_YNN_FUSIONS)
+  out: dict = {"batch_per_view": batch, "views": 2, "layers": [], "gemm_n": GEMM_N}
+  totals: dict[str, float] = {}
+  for layer in layers:
+    times = _bench_utils.time_interleaved(conv_runners(layer, batch, opts), steps=2,
+                                          repeats=repeats)
+    flops = 2 * conv_flops(layer, batch)  # both views
+    row = dict(layer, gflop=flops / 1e9)
+    for side, ts in times.items():
+      ms = 1e3 * statistics.median(ts) / 2
+      row[f"{side}_ms"], row[f"{side}_gflop_per_s"] = ms, flops / ms / 1e6
+      totals[side] = totals.get(side, 0.0) + ms
+    out["layers"].append(row)
+  out["gflop"] = sum(r["gflop"] for r in out["layers"])
+  for side, ms in totals.items():
+    out[f"{side}_convs_ms"], out[f"{side}_convs_gflop_per_s"] = ms, out["gflop"] / ms * 1e3
+  gemm = _bench_utils.time_interleaved(gemm_runners(opts), steps=3, repeats=repeats)
+  for side, ts in gemm.items():
+    out[f"{side}_gemm_gflop_per_s"] = 2 * GEMM_N ** 3 / (statistics.median(ts) / 3) / 1e9
+  if best_torch_step_s is not None:
+    out["target_speedup"] = TARGET_SPEEDUP
+    out["budget_ms"] = 1e3 * best_torch_step_s / TARGET_SPEEDUP
+    best_rate = max(v for k, v in out.items() if k.endswith("_gflop_per_s"))
+    out["convs_at_best_rate_ms"] = out["gflop"] / best_rate * 1e3
+  return out
+
+
+def print_conv_bound(b: dict) -> None:
+  print(f"\n[cnn] the step's convolutions alone (forward + gradients, {b['views']} views × batch "
+        f"{b['batch_per_view']}, {b['gflop']:.1f} GFLOP), median ms:")
+  print("| layer | GFLOP | JAX ms (GFLOP/s) | PyTorch channels-last ms (GFLOP/s) |")
+  print("|---|---|---|---|")
+  for r in b["layers"]:
+    torch_cell = (f"{r['torch_channels_last_ms']:.1f} ({r['torch_channels_last_gflop_per_s']:.0f})"
+                  if "torch_channels_last_ms" in r else "—")
+    print(f"| {r['hw']}×{r['hw']} {r['cin']}→{r['cout']} | {r['gflop']:.1f} | {r['jax_ms']:.1f} "
+          f"({r['jax_gflop_per_s']:.0f}) | {torch_cell} |")
+  line = f"all convolutions: JAX {b['jax_convs_ms']:.0f} ms"
+  if "torch_channels_last_convs_ms" in b:
+    line += f", PyTorch {b['torch_channels_last_convs_ms']:.0f} ms"
+  line += f"; fp32 {b['gemm_n']}³ GEMM: JAX {b['jax_gemm_gflop_per_s']:.0f} GFLOP/s"
+  if "torch_channels_last_gemm_gflop_per_s" in b:
+    line += f", PyTorch {b['torch_channels_last_gemm_gflop_per_s']:.0f} GFLOP/s"
+  print(line)
+  if "budget_ms" in b:
+    print(f"the {b['target_speedup']:g}× target leaves {b['budget_ms']:.0f} ms for the whole JAX "
+          f"step; the convolutions alone take {b['convs_at_best_rate_ms']:.0f} ms even at the best "
+          f"rate measured above, PyTorch's own {b.get('torch_channels_last_convs_ms', float('nan')):.0f} ms")
 
 
 def print_table(results: list[dict]) -> None:
@@ -593,7 +756,7 @@ def main(argv):
     results.append(bench_case(case, bits=FLAGS.bits, dropout=FLAGS.feature_dropout,
                               steps=steps_of(case),
                               repeats=repeats, library_step=FLAGS.library_step,
-                              check=FLAGS.check))
+                              check=FLAGS.check, conv_bound_on=FLAGS.conv_bound))
   info["loadavg_after"] = _bench_utils.machine_info()["loadavg_1_5_15"]
   print_table(results)
   if FLAGS.out:
