@@ -576,17 +576,23 @@ GEMM_N = 2048
 TARGET_SPEEDUP = 1.5
 
 
-def conv_layers(model, image_size: int = 32) -> list[dict]:
-  """The small CNN's convolutions as ``{"hw", "cin", "cout", "grad_input"}`` rows, read off the
-  model (a stage halves the side; the first layer's input is the image, whose gradient no step
-  computes)."""
+def conv_layers(model, image_shape: tuple[int, ...] = (32, 32, 3)) -> list[dict]:
+  """The backbone's convolutions as ``{"hw", "cin", "cout", "grad_input"}`` rows, in order.
+
+  Read off the traced forward (``jax.make_jaxpr``), so the shapes are the model's own; the first
+  convolution's input is the image, whose gradient no step computes.
+  """
+  x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  jaxpr = jax.make_jaxpr(lambda x: model.backbone(x, train=False))(x)
   rows = []
-  for i, conv in enumerate(model.backbone.convs):
-    kh, kw, cin, cout = conv.kernel.shape
-    if (kh, kw) != (3, 3):
-      raise AssertionError(f"conv {i}: expected a 3x3 kernel, got {(kh, kw)}")
-    rows.append({"hw": image_size >> (i // 2), "cin": int(cin), "cout": int(cout),
-                 "grad_input": i > 0})
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name != "conv_general_dilated":
+      continue
+    (_, h, w, cin), (kh, kw, _, cout) = (v.aval.shape for v in eqn.invars)
+    if (h, kh, kw) != (w, 3, 3) or tuple(eqn.params["window_strides"]) != (1, 1):
+      raise AssertionError(f"conv_flops counts square 3x3 stride-1 convolutions, got input "
+                           f"{h}x{w}, kernel {kh}x{kw}, strides {eqn.params['window_strides']}")
+    rows.append({"hw": int(h), "cin": int(cin), "cout": int(cout), "grad_input": bool(rows)})
   return rows
 
 
