@@ -1,4 +1,4 @@
-"""Memory and step time of the NSH loss (methods.md §2.2: P is n³, E is n²·latent_dim).
+"""Memory and step time of the NSH loss (docs/methods.md §2.2: P is n³, E is n²·latent_dim).
 
 Reports, for the two ways of computing the sorted gather (``gather="dense"`` materialises
 ``E [n, n, d]``; ``"gram"`` gets the same numbers from ``[n, n]`` Gram matrices):

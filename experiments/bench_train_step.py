@@ -1,6 +1,6 @@
 r"""Benchmark: the CIBHash train step in JAX (unhash_jax) beside PyTorch eager, in one process.
 
-Two workloads (methods.md §2.1):
+Two workloads (docs/methods.md §2.1):
 
 * ``features``: the official CIBHash setting — a frozen VGG-16 whose fc7 features (4096-d, after ReLU)
   are already extracted; the trainable encoder is ``Linear(4096→1024) → ReLU → Linear(1024→64)``,

@@ -19,7 +19,7 @@ class Config:
   Attributes:
     method: registered method name (``unhash_jax.methods.REGISTRY``).
     dataset: ``digits``, ``cifar10`` or ``image_folder``.
-    protocol: split protocol (methods.md §1.6); None = the dataset's default.
+    protocol: split protocol (docs/methods.md §1.6); None = the dataset's default.
     bits: code length K.
     backbone: registered backbone name; None = the method's preset for the dataset.
     batch_size: global batch size (divisible by the number of devices).

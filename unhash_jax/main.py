@@ -24,7 +24,7 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("method", "cibhash", f"Hashing method; one of: {', '.join(sorted(REGISTRY))}.")
 flags.DEFINE_string("dataset", "digits", "Data set: digits (embedded), cifar10, image_folder.")
-flags.DEFINE_string("protocol", None, "Split protocol (methods.md §1.6); default: the data set's.")
+flags.DEFINE_string("protocol", None, "Split protocol (docs/methods.md §1.6); default: the data set's.")
 flags.DEFINE_integer("bits", 32, "Code length in bits.")
 flags.DEFINE_string("workdir", None, "Output directory; default ./runs/<method>-<dataset>-<bits>b.")
 flags.DEFINE_string("data_dir", None, "Cache directory for built data sets (tfds data_dir).")

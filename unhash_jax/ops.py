@@ -2,7 +2,7 @@
 
 Imports only ``jax`` and ``numpy`` so that ``from unhash_jax import ops`` is cheap and TPU-safe.
 
-Conventions (methods.md §1.1, §3):
+Conventions (docs/methods.md §1.1, §3):
   * ``sign₀(x) = +1 if x >= 0 else -1`` — exact zeros map to +1, never ``jnp.sign``.
   * Codes are int8 ``{-1, +1}`` arrays ``[..., bits]``; packed codes are
     ``uint32[..., ceil(bits / 32)]`` where bit ``j`` (LSB first) of word ``w`` holds code index
@@ -20,7 +20,7 @@ WORD_BITS = 32
 
 
 def binarize(x: jax.Array) -> jax.Array:
-  """Maps real values to int8 ±1 codes with ``0 -> +1`` (methods.md §1.1).
+  """Maps real values to int8 ±1 codes with ``0 -> +1`` (docs/methods.md §1.1).
 
   Args:
     x: ``[..., bits]`` real (or already ±1) array.
@@ -86,7 +86,7 @@ def unpack_bits(packed: jax.Array, bits: int) -> jax.Array:
 
 
 def ste_sign(x: jax.Array) -> jax.Array:
-  """Straight-through sign: forward ``sign₀(x)``, backward identity (methods.md §3).
+  """Straight-through sign: forward ``sign₀(x)``, backward identity (docs/methods.md §3).
 
   ``x + sg(sign₀(x) − x)``; the output has ``x``'s dtype.
 
@@ -103,7 +103,7 @@ def ste_sign(x: jax.Array) -> jax.Array:
 def bernoulli_codes(p: jax.Array, *, key: jax.Array) -> jax.Array:
   """Samples ±1 codes with ``P(+1) = p`` and a straight-through gradient into ``p``.
 
-  The paper-style stochastic binary layer of CIBHash (methods.md §2.1, ``stochastic_codes=True``):
+  The paper-style stochastic binary layer of CIBHash (docs/methods.md §2.1, ``stochastic_codes=True``):
   forward ``2·Bernoulli(p) − 1``, backward the gradient of ``2p − 1``.
 
   Args:

@@ -3,7 +3,7 @@
 Batches are split along their leading (batch) axis over the mesh axis ``"data"``; parameters and
 optimizer state are replicated. Each host feeds only its own slice of every global batch
 (:func:`host_slice`), which :func:`global_batch` turns into one global ``jax.Array`` with
-``jax.make_array_from_process_local_data`` (style.md §3).
+``jax.make_array_from_process_local_data``.
 
 Multi-host (TPU pods, multi-node GPU): call :func:`maybe_initialize_distributed` with ``True``
 *before any other JAX call*; on Cloud TPU and SLURM ``jax.distributed.initialize()`` discovers the

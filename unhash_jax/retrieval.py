@@ -1,6 +1,6 @@
 """Hamming ranking evaluator: packed codes, vmapped popcount ranking, every retrieval metric.
 
-The semantics follow methods.md §1 exactly:
+The semantics follow docs/methods.md §1 exactly:
 
 * Codes are binarized with ``sign₀`` (``0 -> +1``, :func:`binarize`) and packed into ``uint32`` words
   (:func:`pack_bits`); the Hamming distance is ``popcount(x_q XOR x_j)``, an integer in ``[0, bits]``.
@@ -82,7 +82,7 @@ __all__ = [
 TIE_POLICIES = ("index", "average", "optimistic", "pessimistic")
 MODES = ("standard", "ddh_full")
 ENGINES = ("auto", "jax", "numba")
-# Top-k cut-offs of the top-k PR curve (methods.md §1.5, the grid of the official WCH code).
+# Top-k cut-offs of the top-k PR curve (docs/methods.md §1.5, the grid of the official WCH code).
 TOPK_GRID = (1,) + tuple(range(500, 10001, 500))
 # Default bound on query×database pairs held at once by one block (int32 distances: 64 MiB).
 DEFAULT_BLOCK_PAIRS = 1 << 24
@@ -575,7 +575,7 @@ def _hist_curves(h_all: np.ndarray, h_rel: np.ndarray, k: np.ndarray, policy: st
 
   Returns:
     ``(sum_terms, t_k)`` float64 ``[nq]``: ``Σ_{p≤k} r_p·prec(p)`` and ``T_k`` (expectations for
-    "average", methods.md §1.3).
+    "average", docs/methods.md §1.3).
   """
   ndb = int(h_all[0].sum())
   hn = _harmonic(ndb)
@@ -664,7 +664,7 @@ def average_precision(query_codes: Any, database_codes: Any, query_labels: Any, 
                       topk: int | None = None, tie_policy: str = "index", mode: str = "standard",
                       devices: Any = None, block_pairs: int = DEFAULT_BLOCK_PAIRS,
                       database_chunk: int | None = None, engine: str = "auto") -> np.ndarray:
-  """Per-query average precision AP@k under Hamming ranking (methods.md §1.3–1.4).
+  """Per-query average precision AP@k under Hamming ranking (docs/methods.md §1.3–1.4).
 
   Args:
     query_codes: ``[num_queries, bits]`` real or ±1 codes (binarized inside with ``0 -> +1``).
@@ -701,7 +701,7 @@ def average_precision(query_codes: Any, database_codes: Any, query_labels: Any, 
       ``engine="numba"`` without numba or with an explicit list of non-CPU devices.
 
   References:
-    Tie-aware AP: McSherry & Najork, ECIR 2008; He et al., CVPR 2018. Protocol: methods.md §1.
+    Tie-aware AP: McSherry & Najork, ECIR 2008; He et al., CVPR 2018. Protocol: docs/methods.md §1.
 
   Examples:
     Distances 1, 0, 2 and relevance 1, 0, 1 rank as [0, 1, 1]: AP = (1/2 + 2/3) / 2.
@@ -754,7 +754,7 @@ def evaluate(query_codes: Any, database_codes: Any, query_labels: Any, database_
              topk_grid: Sequence[int] = TOPK_GRID, radius: int = 2, per_query: bool = False,
              devices: Any = None, block_pairs: int = DEFAULT_BLOCK_PAIRS,
              database_chunk: int | None = None, engine: str = "auto") -> dict[str, Any]:
-  """Every retrieval metric of methods.md §1.4–1.5 in one pass over the database.
+  """Every retrieval metric of docs/methods.md §1.4–1.5 in one pass over the database.
 
   Args:
     query_codes, database_codes, query_labels, database_labels, topk, tie_policy, mode, devices,

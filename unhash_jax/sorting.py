@@ -1,4 +1,7 @@
-"""Differentiable sorting and ranking operators in pure JAX (methods.md §2.2, style.md §2.3).
+"""Differentiable sorting and ranking operators in pure JAX (docs/methods.md §2.2).
+
+References: Blondel, Teboul, Berthet, Djolonga, "Fast Differentiable Sorting and Ranking", ICML 2020;
+Prillo & Eisenschlos, "SoftSort: A Continuous Relaxation for the argsort Operator", ICML 2020.
 
 Imports only ``jax``, ``jax.numpy`` and ``numpy``; every operator is jittable, vmappable and
 runs on CPU/GPU/TPU without host callbacks.
@@ -76,7 +79,7 @@ def softsort(scores: jax.Array, *, temperature=1.0, hard: bool = False,
 
   so row ``r`` of ``P`` is a distribution over items that concentrates on the item at rank ``r``
   (rank 0 = largest score when ``descending``), and ``P @ s ≈ ŝ``. Gradients flow through both
-  ``ŝ`` and ``s`` (``jnp.sort`` is differentiable). This is the sorter of NSH (methods.md §2.2).
+  ``ŝ`` and ``s`` (``jnp.sort`` is differentiable). This is the sorter of NSH (docs/methods.md §2.2).
 
   With ``hard=True`` the forward value is the exact permutation matrix
   ``one_hot(argsort(s))`` (``P_hard[r, j] = 1`` iff item ``j`` has rank ``r``), which is the

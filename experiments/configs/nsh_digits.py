@@ -1,4 +1,4 @@
-"""NSH on the embedded digits data set (methods.md §2.2; the ``digits`` preset of ``--method=nsh``).
+"""NSH on the embedded digits data set (docs/methods.md §2.2; the ``digits`` preset of ``--method=nsh``).
 
 Two settings, kept apart in every table below:
 

@@ -1,7 +1,7 @@
 """On-device image augmentation: jit-compiled, vmapped, one PRNG key per example.
 
 Images travel as ``uint8[batch, height, width, channels]`` (``channels`` 1 or 3) and are augmented on
-the accelerator (style.md §2.7). Every random draw comes from the example's own key
+the accelerator. Every random draw comes from the example's own key
 (``jax.random.split(key, batch)``), so the same key always gives the same view and different keys give
 independent views. A :class:`Recipe` is a frozen, hashable dataclass: it is a *static* argument of
 ``jax.jit``, and every stage whose recipe field disables it is removed at trace time.
@@ -234,13 +234,13 @@ class Recipe:
 
 
 PRESETS: dict[str, Recipe] = {
-    # methods.md §2.1 [official code]: RandomResizedCrop(224, (0.5, 1)) → flip → ColorJitter(0.4, 0.4,
+    # docs/methods.md §2.1 [official code]: RandomResizedCrop(224, (0.5, 1)) → flip → ColorJitter(0.4, 0.4,
     # 0.4, 0.1) p 0.7 → grayscale p 0.2 → GaussianBlur(3, σ ∈ (0.1, 2)) p 0.5 → ImageNet normalisation.
     "cibhash": Recipe(
         crop_scale=(0.5, 1.0), flip_prob=0.5, jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.7,
         grayscale_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0), blur_kernel=3,
         mean=IMAGENET_MEAN, std=IMAGENET_STD),
-    # methods.md §2.2 (NSH, MoCo-v2 style, asymmetric). View 1: crop (0.2, 1) → flip → ColorJitter(0.4,
+    # docs/methods.md §2.2 (NSH, MoCo-v2 style, asymmetric). View 1: crop (0.2, 1) → flip → ColorJitter(0.4,
     # 0.4, 0.4, 0.1) p 0.8 → grayscale p 0.2 → PIL-style Gaussian blur σ ∈ [0.1, 2] p 0.5.
     "mocov2_view1": Recipe(
         crop_scale=(0.2, 1.0), flip_prob=0.5, jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8,
@@ -250,7 +250,7 @@ PRESETS: dict[str, Recipe] = {
     "mocov2_view2": Recipe(
         crop_scale=(0.2, 1.0), flip_prob=0.5, jitter=(0.4, 0.4, 0.4, 0.4), jitter_prob=1.0,
         grayscale_prob=0.2, mean=IMAGENET_MEAN, std=IMAGENET_STD),
-    # methods.md §2.3 [official code]: Resize(224) → CenterCrop(224) → RandomResizedCrop(224, (0.2, 1))
+    # docs/methods.md §2.3 [official code]: Resize(224) → CenterCrop(224) → RandomResizedCrop(224, (0.2, 1))
     # → ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8 → grayscale p 0.2 → PIL Gaussian blur radius U[0.1, 2]
     # p 0.5 → flip → ImageNet normalisation. Test transform: central square, resize, normalise.
     "wch": Recipe(

@@ -4,7 +4,7 @@ Every data set is a ``tfds.core.GeneratorBasedBuilder`` whose features are plain
 ``tfds.features.Tensor(dtype=uint8)`` images (``tfds.features.Image`` cannot encode without
 TensorFlow), a ``ClassLabel`` and the example's position in *source order*. Files are written once
 with ``file_format='array_record'`` under ``data_dir`` and read back with tfds's random-access data
-sources (``builder.as_data_source``), which need no TensorFlow (style.md §2.7).
+sources (``builder.as_data_source``), which need no TensorFlow.
 
 :func:`load_source` returns a :class:`Source`: the whole data set (all official splits together) in a
 fixed source order, so that index ``i`` names the same image on every run and every host. The named

@@ -1,6 +1,6 @@
 """Named retrieval protocols: query / train / database index lists and the protocol's k.
 
-methods.md §1.6. Every draw is seeded (``seed``, the split seed, default 0) and class-stratified;
+docs/methods.md §1.6. Every draw is seeded (``seed``, the split seed, default 0) and class-stratified;
 index lists are ``int64`` source indices (:class:`unhash_jax.data.builders.Source` order), sorted
 ascending. :func:`make_splits` checks the protocol's disjointness rules and logs the counts.
 
@@ -193,7 +193,7 @@ def check_splits(splits: Splits, *, train_vs_database: str | None = None) -> Non
 
 
 def make_splits(protocol: str, source, *, seed: int = 0, val_fraction: float = 0.1) -> Splits:
-  """Draws the index lists of ``protocol`` on ``source`` (methods.md §1.6).
+  """Draws the index lists of ``protocol`` on ``source`` (docs/methods.md §1.6).
 
   Args:
     protocol: one of :data:`PROTOCOLS`.

@@ -1,4 +1,4 @@
-"""Loss building blocks shared by the methods (methods.md §3).
+"""Loss building blocks shared by the methods (docs/methods.md §3).
 
 Imports only jax and numpy. Every function upcasts its inputs to float32 (bf16/f16 activations are
 accepted) and returns float32.
@@ -35,7 +35,7 @@ def l2_normalize(x: jax.Array) -> jax.Array:
 
 
 def nt_xent(z1: jax.Array, z2: jax.Array, *, temperature: float) -> jax.Array:
-  """NT-Xent over 2N samples with cosine similarity (SimCLR; methods.md §2.1, §3).
+  """NT-Xent over 2N samples with cosine similarity (SimCLR; docs/methods.md §2.1, §3).
 
   Stacks the views into ``z = [z1; z2]`` ``[2N, d]``, forms ``s_ab = cos(z_a, z_b)/τ`` with the norms
   inside the autodiff graph, and returns
@@ -74,7 +74,7 @@ def bernoulli_kl_from_logits(logits_p: jax.Array, logits_q: jax.Array) -> jax.Ar
 
 
 def symmetric_bernoulli_kl(logits1: jax.Array, logits2: jax.Array) -> jax.Array:
-  """``½[mean_n KL(p¹‖sg p²) + mean_n KL(p²‖sg p¹)]`` of CIBHash (methods.md §2.1) → scalar."""
+  """``½[mean_n KL(p¹‖sg p²) + mean_n KL(p²‖sg p¹)]`` of CIBHash (docs/methods.md §2.1) → scalar."""
   sg = jax.lax.stop_gradient
   return 0.5 * (jnp.mean(bernoulli_kl_from_logits(logits1, sg(logits2)))
                 + jnp.mean(bernoulli_kl_from_logits(logits2, sg(logits1))))

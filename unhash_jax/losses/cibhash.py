@@ -1,6 +1,6 @@
 """CIBHash loss (Qiu et al., "Unsupervised Hashing with Contrastive Information Bottleneck", IJCAI 2021).
 
-Exactly methods.md §2.1 (the official code's objective): straight-through sign codes of σ(ℓ) − ½,
+Exactly docs/methods.md §2.1 (the official code's objective): straight-through sign codes of σ(ℓ) − ½,
 NT-Xent on the 2N codes with cosine similarity, and the symmetric stop-gradient Bernoulli KL.
 """
 
@@ -54,7 +54,7 @@ def cibhash_loss_with_aux(logits1: jax.Array, logits2: jax.Array, *, temperature
 
 def cibhash_loss(logits1: jax.Array, logits2: jax.Array, *, temperature: float = 0.3,
                  kl_weight: float = 1e-3, key: jax.Array | None = None) -> jax.Array:
-  """CIBHash objective ``L = L_con + β·L_kl`` (methods.md §2.1).
+  """CIBHash objective ``L = L_con + β·L_kl`` (docs/methods.md §2.1).
 
   * ``p^v = σ(ℓ^v)``; codes ``z^v = sign₀(p^v − ½)`` with a straight-through estimator (identity into
     ``p − ½``, then through σ).

@@ -1,9 +1,9 @@
 """NSH loss (Yu*, Shen*, Wang, Zhang, Torr, "Learning to Hash Naturally Sorts", IJCAI 2022).
 
-Exactly methods.md §2.2: code similarity → descending SoftSort of every row → gather of view-1
+Exactly docs/methods.md §2.2: code similarity → descending SoftSort of every row → gather of view-1
 latents in sorted order → score against the anchor's view-2 latent → SortedNCE with the top
 ``num_positives`` ranks as positives, plus the MSE quantization term. No official code is public;
-the structure is the consensus of the two third-party ports named in methods.md.
+the structure is the consensus of the two third-party ports named in docs/methods.md.
 
 Imports only jax, jax.numpy and numpy (through :mod:`unhash_jax.sorting`).
 """
@@ -29,7 +29,7 @@ def code_similarity(codes1: jax.Array, codes2: jax.Array) -> jax.Array:
 
 def sorted_scores(perm: jax.Array, latents1: jax.Array, latents2: jax.Array, *,
                   renormalize: bool = True, gather: str = "auto") -> jax.Array:
-  """``C[i,r] = ⟨Ē[i,r], z²_i⟩`` with ``E[i,r] = Σ_j P[i,r,j] z¹_j`` (methods.md §2.2 steps 3–4).
+  """``C[i,r] = ⟨Ē[i,r], z²_i⟩`` with ``E[i,r] = Σ_j P[i,r,j] z¹_j`` (docs/methods.md §2.2 steps 3–4).
 
   ``E`` (``[n, n, d]``) is only materialised by ``gather="dense"``. The ``"gram"`` form computes the
   same numbers from ``[n, n]`` Gram matrices: ``⟨E[i,r], z²_i⟩ = Σ_j P[i,r,j]⟨z¹_j, z²_i⟩`` and
@@ -68,7 +68,7 @@ def sorted_scores(perm: jax.Array, latents1: jax.Array, latents2: jax.Array, *,
 
 def sorted_nce(scores: jax.Array, *, num_positives: int, temperature: float,
                double_softmax: bool = False) -> jax.Array:
-  """SortedNCE of methods.md §2.2 step 5 from the score matrix ``C`` ``[n, n]`` → scalar.
+  """SortedNCE of docs/methods.md §2.2 step 5 from the score matrix ``C`` ``[n, n]`` → scalar.
 
   ``(1/m) Σ_{r<m} mean_i −log softmax([C[i,r], C[i,m], …, C[i,n−1]]/τ)₀``: each of the top ``m``
   ranks is a positive against the shared negatives at ranks ``m..n−1``. ``double_softmax=True``
@@ -140,7 +140,7 @@ def nsh_loss(codes1: jax.Array, codes2: jax.Array, latents1: jax.Array, latents2
              num_positives: int = 2, quantization_weight: float = 1.0,
              renormalize_gathered: bool = True, strict_double_softmax: bool = False,
              sort_hard: bool = False, gather: str = "auto") -> jax.Array:
-  r"""NSH objective ``L = L_SNCE + λ_q·L_q`` (methods.md §2.2).
+  r"""NSH objective ``L = L_SNCE + λ_q·L_q`` (docs/methods.md §2.2).
 
   For a batch of ``n`` images seen under two views:
 

@@ -1,4 +1,4 @@
-"""CIBHash wired into the trainer (methods.md §2.1): encoder + loss + recipes + defaults."""
+"""CIBHash wired into the trainer (docs/methods.md §2.1): encoder + loss + recipes + defaults."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NSH wired into the trainer (methods.md §2.2): two-head model + loss + recipes + defaults.
+"""NSH wired into the trainer (docs/methods.md §2.2): two-head model + loss + recipes + defaults.
 
 Model: backbone (registry) → pooled feature ``x`` → two linear heads,
 ``b = tanh(x·W_b + c_b)`` ``[N, K]`` (no BN; training uses the continuous ``b``) and
@@ -109,7 +109,7 @@ NSH = register(MethodSpec(
     make_model=make_model,
     compute_loss=compute_loss,
     encode=encode,
-    # The loss keywords of methods.md §2.2; sort_temperature 0 = 1/bits (see loss_kwargs).
+    # The loss keywords of docs/methods.md §2.2; sort_temperature 0 = 1/bits (see loss_kwargs).
     hparams={"sort_temperature": 0.0, "nce_temperature": 0.3, "num_positives": 2,
              "quantization_weight": 1.0, "renormalize_gathered": True,
              "strict_double_softmax": False, "sort_hard": False},

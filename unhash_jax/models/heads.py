@@ -30,7 +30,7 @@ class HashEncoder(nnx.Module):
     frozen_backbone: stop gradients at the backbone output and run its BatchNorm in inference mode
       (its parameters are also kept out of the optimizer by the training code).
     feature_dropout: dropout rate on the backbone feature during training (the official CIBHash keeps
-      VGG's fc7 dropout active while the backbone is frozen, methods.md §2.1); drawn with
+      VGG's fc7 dropout active while the backbone is frozen, docs/methods.md §2.1); drawn with
       :func:`unhash_jax.dropout.dropout` (16-bit uniforms, a quarter of ``nnx.Dropout``'s threefry
       evaluations).
   """
