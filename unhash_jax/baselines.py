@@ -227,6 +227,14 @@ class _Base:
 
   method = ""
 
+  def encode(self, features: Any) -> jax.Array:
+    """``float32[n, bits]`` real values of ``features`` ``[n, dim]``; the code is their ``sign₀``.
+
+    One jit-compiled program per model type and input shape (the model is a pytree argument, so
+    refitting does not recompile); works inside a caller's ``jax.jit`` too.
+    """
+    return _encode_jit(self, _encode_input(features, self.dim))
+
   def codes(self, features: Any) -> jax.Array:
     """``int8[n, bits]`` ±1 codes: ``sign₀(encode(features))``."""
     return binarize(self.encode(features))
@@ -261,9 +269,12 @@ class LSH(_Base):
   def bits(self) -> int:
     return int(self.projections.shape[1])
 
-  def encode(self, features: Any) -> jax.Array:
-    """``float32[n, bits]`` projections of ``features`` ``[n, dim]``; the code is their ``sign₀``."""
-    x = _encode_input(features, self.projections.shape[0])
+  @property
+  def dim(self) -> int:
+    """Input feature dimension."""
+    return int(self.projections.shape[0])
+
+  def _encode(self, x: jax.Array) -> jax.Array:
     return _matmul(x - jnp.asarray(self.mean, jnp.float32), self.projections)
 
 
@@ -287,9 +298,12 @@ class PCAH(_Base):
   def bits(self) -> int:
     return int(self.components.shape[1])
 
-  def encode(self, features: Any) -> jax.Array:
-    """``float32[n, bits]`` principal-component projections; the code is their ``sign₀``."""
-    x = _encode_input(features, self.components.shape[0])
+  @property
+  def dim(self) -> int:
+    """Input feature dimension."""
+    return int(self.components.shape[0])
+
+  def _encode(self, x: jax.Array) -> jax.Array:
     return _matmul(x - jnp.asarray(self.mean, jnp.float32), self.components)
 
 
@@ -316,9 +330,12 @@ class ITQ(_Base):
   def bits(self) -> int:
     return int(self.rotation.shape[1])
 
-  def encode(self, features: Any) -> jax.Array:
-    """``float32[n, bits]`` rotated PCA projections ``V R``; the code is their ``sign₀``."""
-    x = _encode_input(features, self.components.shape[0])
+  @property
+  def dim(self) -> int:
+    """Input feature dimension."""
+    return int(self.components.shape[0])
+
+  def _encode(self, x: jax.Array) -> jax.Array:
     v = _matmul(x - jnp.asarray(self.mean, jnp.float32), self.components)
     return _matmul(v, self.rotation)
 
@@ -363,9 +380,12 @@ class SH(_Base):
     if modes.ndim != 2 or np.any(np.count_nonzero(modes, axis=1) != 1) or np.any(modes < 0):
       raise ValueError("SH.modes must be [bits, npca] with exactly one positive mode per row.")
 
-  def encode(self, features: Any) -> jax.Array:
-    """``float32[n, bits]`` eigenfunction values ``U``; the code is their ``sign₀``."""
-    x = _encode_input(features, self.components.shape[0])
+  @property
+  def dim(self) -> int:
+    """Input feature dimension."""
+    return int(self.components.shape[0])
+
+  def _encode(self, x: jax.Array) -> jax.Array:
     p = _matmul(x - jnp.asarray(self.mean, jnp.float32), self.components) - jnp.asarray(
         self.mn, jnp.float32)
     modes = jnp.asarray(self.modes)
@@ -373,6 +393,11 @@ class SH(_Base):
     omega0 = np.pi / jnp.asarray(self.mx - self.mn, jnp.float32)
     omega = jnp.take_along_axis(modes, pc[:, None], axis=1)[:, 0].astype(jnp.float32) * omega0[pc]
     return jnp.cos(p[:, pc] * omega)
+
+
+@jax.jit
+def _encode_jit(model, x):
+  return model._encode(x)
 
 
 _CLASSES = {"lsh": LSH, "pcah": PCAH, "itq": ITQ, "sh": SH}
@@ -434,8 +459,8 @@ def fit_pcah(features: Any, bits: int) -> PCAH:
 def random_rotation(key: Any, bits: int) -> np.ndarray:
   """ITQ's initial rotation: the left singular vectors of a ``[bits, bits]`` standard normal matrix.
 
-  As ``ITQ.m`` (``R = randn(bit, bit); [U11, S2, V2] = svd(R); R = U11``), with the normal draws of
-  :func:`fit_lsh`'s ``_gaussian`` (``jax.random.normal(key, (bits, bits), float32)`` on the CPU backend).
+  As ``ITQ.m`` (``R = randn(bit, bit); [U11, S2, V2] = svd(R); R = U11``), with the normal draws made as
+  in :func:`fit_lsh` (``jax.random.normal(key, (bits, bits), float32)`` on the CPU backend).
 
   Returns:
     float64 ``[bits, bits]`` orthogonal matrix.
@@ -552,13 +577,12 @@ def fit_sh(features: Any, bits: int) -> SH:
   npca = min(bits, x.shape[1])
   mean, comps, _ = _pca(x, npca)
   p = _project(x, mean, comps)
-  mn = p.min(axis=0) - _MATLAB_EPS
-  mx = p.max(axis=0) + _MATLAB_EPS
-  r = mx - mn
-  if not np.any(r > 0):
+  lo, hi = p.min(axis=0), p.max(axis=0)
+  if not np.any(hi > lo):
     raise ValueError("features are constant (every principal range is zero): spectral hashing needs "
                      "spread.")
-  return SH(mean=mean, components=comps, mn=mn, mx=mx, modes=_sh_modes(r, bits))
+  mn, mx = lo - _MATLAB_EPS, hi + _MATLAB_EPS
+  return SH(mean=mean, components=comps, mn=mn, mx=mx, modes=_sh_modes(mx - mn, bits))
 
 
 def fit(method: str, features: Any, bits: int, *, key: Any = None, **options: Any):
