@@ -518,12 +518,14 @@ def fit_itq(features: Any, bits: int, *, key: Any, iterations: int = 50,
                        f"{r.shape}{'' if r.shape != (bits, bits) else ' (not orthogonal)'}.")
   mean, comps, _ = _pca(x, bits)
   v = _project(x, mean, comps)
-  losses = [itq_quantization_loss(v, r)]
+  z = v @ r
+  losses = [float(np.sum((np.where(z >= 0, 1.0, -1.0) - z) ** 2))]
   for _ in range(iterations):
-    b = np.where(v @ r >= 0, 1.0, -1.0)
+    b = np.where(z >= 0, 1.0, -1.0)
     s, _, s_hat_t = np.linalg.svd(b.T @ v)  # BᵀV = S Ω Ŝᵀ (ITQ.m: [UB, sigma, UA] = svd(B'V))
     r = s_hat_t.T @ s.T
-    losses.append(float(np.sum((b - v @ r) ** 2)))
+    z = v @ r
+    losses.append(float(np.sum((b - z) ** 2)))
   return ITQ(mean=mean, components=comps, rotation=r, losses=np.asarray(losses, np.float64))
 
 
