@@ -318,6 +318,10 @@ def test_from_arrays_errors():
     baselines.from_arrays({k: v for k, v in arrays.items() if k != "components"})
   with pytest.raises(ValueError, match="finite"):
     baselines.from_arrays({**arrays, "mean": np.full(4, np.nan)})
+  with pytest.raises(ValueError, match=r"arrays\['components'\] has shape \(5, 2\), inconsistent"):
+    baselines.from_arrays({**arrays, "components": np.zeros((5, 2))})
+  with pytest.raises(ValueError, match=r"arrays\['mean'\] must have shape \[dim\]"):
+    baselines.from_arrays({**arrays, "mean": np.zeros((4, 1))})
   sh = baselines.fit_sh(grid_2d(), 3).to_arrays()
   with pytest.raises(ValueError, match="modes"):
     baselines.from_arrays({**sh, "modes": np.zeros_like(sh["modes"])})

@@ -219,13 +219,22 @@ def _arrays_in(cls, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
       if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
         raise ValueError(f"arrays[{n!r}] must be finite floats.")
       out[n] = a.astype(np.float64)
+  sizes: dict[str, int] = {}
+  for n, dims in cls._SHAPES.items():
+    if out[n].ndim != len(dims):
+      raise ValueError(f"arrays[{n!r}] must have shape [{', '.join(dims)}], got {out[n].shape}.")
+    for d, size in zip(dims, out[n].shape):
+      if sizes.setdefault(d, size) != size:
+        raise ValueError(f"arrays[{n!r}] has shape {out[n].shape}, inconsistent with {d}={sizes[d]} "
+                         f"of the other arrays (expected [{', '.join(dims)}]).")
   return out
 
 
 class _Base:
-  """Shared methods: ``codes``, ``to_arrays``, ``from_arrays``."""
+  """Shared methods: ``encode``, ``codes``, ``to_arrays``, ``from_arrays``."""
 
   method = ""
+  _SHAPES: dict[str, tuple[str, ...]] = {}
 
   def encode(self, features: Any) -> jax.Array:
     """``float32[n, bits]`` real values of ``features`` ``[n, dim]``; the code is their ``sign₀``.
@@ -264,6 +273,7 @@ class LSH(_Base):
   mean: np.ndarray
   projections: np.ndarray
   method = "lsh"
+  _SHAPES = {"mean": ("dim",), "projections": ("dim", "bits")}
 
   @property
   def bits(self) -> int:
@@ -293,6 +303,7 @@ class PCAH(_Base):
   components: np.ndarray
   variances: np.ndarray
   method = "pcah"
+  _SHAPES = {"mean": ("dim",), "components": ("dim", "bits"), "variances": ("bits",)}
 
   @property
   def bits(self) -> int:
@@ -325,6 +336,8 @@ class ITQ(_Base):
   rotation: np.ndarray
   losses: np.ndarray
   method = "itq"
+  _SHAPES = {"mean": ("dim",), "components": ("dim", "bits"), "rotation": ("bits", "bits"),
+             "losses": ("iterations + 1",)}
 
   @property
   def bits(self) -> int:
@@ -368,6 +381,8 @@ class SH(_Base):
   mx: np.ndarray
   modes: np.ndarray
   method = "sh"
+  _SHAPES = {"mean": ("dim",), "components": ("dim", "npca"), "mn": ("npca",), "mx": ("npca",),
+             "modes": ("bits", "npca")}
 
   @property
   def bits(self) -> int:
