@@ -11,6 +11,8 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+from unhash_jax.methods.contract import BuildContext
+
 from unhash_jax import checkpointing, parallel, train
 from unhash_jax.config import Config
 from unhash_jax.methods import resolve_config
@@ -19,6 +21,10 @@ from unhash_jax.models import IN_BACKBONE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+
+
+def build_ctx(shape=(8, 8, 1), num_train=16):
+  return BuildContext(input_shape=shape, num_train=num_train, rngs=nnx.Rngs(params=0))
 
 def _config(method, *, backbone="mlp", seed=0, model=None, **kw) -> Config:
   opts = {"backbone_kwargs": {"hidden": (24,)} if backbone == "mlp" else {}}
@@ -68,8 +74,8 @@ def test_cibhash_backbone_restored_into_nsh_model_heads_untouched(tmp_path):
   saved = _on_disk(str(src_dir))["params"]["backbone"]["layers"]["0"]
   before = _snapshot(src_dir)
 
-  model = nsh_method.make_model(_config("nsh"), (8, 8, 1), nnx.Rngs(params=0))
-  fresh = nsh_method.make_model(_config("nsh"), (8, 8, 1), nnx.Rngs(params=0))
+  model = nsh_method.make_model(_config("nsh"), build_ctx())
+  fresh = nsh_method.make_model(_config("nsh"), build_ctx())
   info = train.init_backbone_from(model, str(src_dir), backbone="mlp")
 
   np.testing.assert_array_equal(np.asarray(model.backbone.layers[0].kernel[...]),
@@ -102,7 +108,7 @@ def test_frozen_source_backbone_and_batchnorm_statistics_are_restored(tmp_path):
   saved = _flat(_on_disk(str(src_dir))["rest"]["backbone"])
   assert any("mean" in k for k in saved) and any("kernel" in k for k in saved)
 
-  model = nsh_method.make_model(_config("nsh", backbone="tiny"), (8, 8, 1), nnx.Rngs(params=0))
+  model = nsh_method.make_model(_config("nsh", backbone="tiny"), build_ctx())
   train.init_backbone_from(model, str(src_dir), backbone="tiny")
   got = _flat(nnx.to_pure_dict(nnx.state(model, IN_BACKBONE))["backbone"])
   assert len(got) == len(saved) == 6   # proj kernel/bias; norm scale/bias/mean/var
@@ -129,7 +135,7 @@ def test_width_mismatch_names_the_shapes(tmp_path):
   src_dir = tmp_path / "cib"
   _save_source(src_dir, _config("cibhash"))                   # MLP 64 -> 24
   model = nsh_method.make_model(_config("nsh", model={"backbone_kwargs": {"hidden": (20,)}}),
-                                (8, 8, 1), nnx.Rngs(params=0))
+                                build_ctx())
   with pytest.raises(ValueError, match=r"shape mismatch: backbone/layers/0/bias: checkpoint "
                                        r"\(24,\), this model \(20,\); backbone/layers/0/kernel: "
                                        r"checkpoint \(64, 24\), this model \(64, 20\)"):
@@ -140,17 +146,17 @@ def test_depth_mismatch_and_other_backbone_are_refused(tmp_path):
   src_dir = tmp_path / "cib"
   _save_source(src_dir, _config("cibhash"))
   deeper = nsh_method.make_model(_config("nsh", model={"backbone_kwargs": {"hidden": (24, 24)}}),
-                                 (8, 8, 1), nnx.Rngs(params=0))
+                                 build_ctx())
   with pytest.raises(checkpointing.BackboneInitError,
                      match="missing in the checkpoint: backbone/layers/1/bias"):
     train.init_backbone_from(deeper, str(src_dir))
-  tiny = nsh_method.make_model(_config("nsh", backbone="tiny"), (8, 8, 1), nnx.Rngs(params=0))
+  tiny = nsh_method.make_model(_config("nsh", backbone="tiny"), build_ctx())
   with pytest.raises(ValueError, match="has backbone 'mlp', this run 'tiny'"):
     train.init_backbone_from(tiny, str(src_dir), backbone="tiny")
 
 
 def test_missing_workdir_checkpoints_or_backbone(tmp_path):
-  model = nsh_method.make_model(_config("nsh"), (8, 8, 1), nnx.Rngs(params=0))
+  model = nsh_method.make_model(_config("nsh"), build_ctx())
   with pytest.raises(ValueError, match="is not a directory"):
     train.init_backbone_from(model, str(tmp_path / "nope"))
   (tmp_path / "empty").mkdir()
@@ -174,9 +180,8 @@ def test_flatten_backbone_has_nothing_to_restore(tmp_path):
 
 
 def test_hash_init_scale_multiplies_the_initial_kernel():
-  base = nsh_method.make_model(_config("nsh"), (8, 8, 1), nnx.Rngs(params=0))
-  big = nsh_method.make_model(_config("nsh", model={"hash_init_scale": 4.0}), (8, 8, 1),
-                              nnx.Rngs(params=0))
+  base = nsh_method.make_model(_config("nsh"), build_ctx())
+  big = nsh_method.make_model(_config("nsh", model={"hash_init_scale": 4.0}), build_ctx())
   np.testing.assert_allclose(np.asarray(big.hash_head.kernel[...]),
                              4.0 * np.asarray(base.hash_head.kernel[...]), rtol=1e-6)
   np.testing.assert_array_equal(np.asarray(big.latent_head.kernel[...]),
@@ -185,8 +190,7 @@ def test_hash_init_scale_multiplies_the_initial_kernel():
   std = float(np.std(np.asarray(base.hash_head.kernel[...])))
   assert 0.7 / np.sqrt(24) < std < 1.3 / np.sqrt(24)
   with pytest.raises(ValueError, match="hash_init_scale must be > 0"):
-    nsh_method.make_model(_config("nsh", model={"hash_init_scale": 0.0}), (8, 8, 1),
-                          nnx.Rngs(params=0))
+    nsh_method.make_model(_config("nsh", model={"hash_init_scale": 0.0}), build_ctx())
 
 
 def _cli(*args):

@@ -14,8 +14,25 @@ from flax import nnx
 from unhash_jax.config import Config
 from unhash_jax.methods import get_method, resolve_config
 from unhash_jax.methods import nsh as nsh_method
+from unhash_jax.methods.contract import BuildContext, StepBatch, StepContext
+from unhash_jax.optim import RunPlan
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_PLAN = RunPlan(num_train=64, batch_size=8, steps_per_epoch=8, total_steps=10)
+
+
+def _batch(*views):
+  return StepBatch(views=tuple(views), position=jnp.arange(views[0].shape[0]), tables={})
+
+
+def _ctx(hparams):
+  return StepContext(key=jax.random.key(0), step=jnp.int32(0), total_steps=jnp.int32(10),
+                     steps_per_epoch=8, num_train=64, hparams=hparams)
+
+
+def build_ctx(shape=(8, 8, 1), num_train=16):
+  return BuildContext(input_shape=shape, num_train=num_train, rngs=nnx.Rngs(params=0))
 
 
 def _model(bits=8, latent_dim=16, backbone="mlp", **model):
@@ -23,7 +40,7 @@ def _model(bits=8, latent_dim=16, backbone="mlp", **model):
                   model={"latent_dim": latent_dim, "backbone_kwargs": {"hidden": (32,)}, **model})
   if backbone != "mlp":
     config = config.replace(model={"latent_dim": latent_dim, **model})
-  return nsh_method.make_model(config, (8, 8, 1), nnx.Rngs(params=0))
+  return nsh_method.make_model(config, build_ctx())
 
 
 def _images(n, seed=0):
@@ -58,7 +75,7 @@ def test_encode_returns_pre_tanh_logits_whose_sign_is_the_code():
 def test_latent_dim_is_a_model_option():
   config = resolve_config(Config(method="nsh", dataset="digits", bits=16,
                                  model={"latent_dim": 64}))
-  model = nsh_method.make_model(config, (8, 8, 1), nnx.Rngs(params=0))
+  model = nsh_method.make_model(config, build_ctx())
   assert model.latent_head.kernel[...].shape[-1] == 64
   default = resolve_config(Config(method="nsh", dataset="digits", bits=16))
   assert default.model["latent_dim"] == 1024
@@ -70,11 +87,11 @@ def test_compute_loss_gives_finite_gradients_to_both_heads_and_backbone():
   model = _model()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   v1, v2 = _images(8, seed=2), _images(8, seed=2) + 0.1 * _images(8, seed=3)
-  hparams = dict(get_method("nsh").hparams)
+  hparams = get_method("nsh").hparam_defaults
 
   def loss_fn(p, hp):
     m = nnx.merge(graphdef, p, rest)
-    return nsh_method.compute_loss(m, v1, v2, key=jax.random.key(0), hparams=hp)
+    return nsh_method.compute_loss(m, _batch(v1, v2), _ctx(hp))
 
   for hp in (hparams, {**hparams, "quantization_weight": 0.0}):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, hp)
@@ -93,8 +110,7 @@ def test_frozen_backbone_gets_no_gradient():
 
   def loss_fn(p):
     m = nnx.merge(graphdef, p, rest)
-    return nsh_method.compute_loss(m, v1, v2, key=jax.random.key(0),
-                                   hparams=dict(get_method("nsh").hparams))[0]
+    return nsh_method.compute_loss(m, _batch(v1, v2), _ctx(get_method("nsh").hparam_defaults))[0]
 
   grads = jax.grad(loss_fn)(params)
   assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(grads["backbone"]))
@@ -112,9 +128,9 @@ def test_backbone_lr_scale_scales_only_backbone_updates():
                                    weight_decay=0.0,
                                    model={"latent_dim": 16, "backbone_kwargs": {"hidden": (32,)},
                                           "backbone_lr_scale": scale}))
-    model = nsh_method.make_model(config, (8, 8, 1), nnx.Rngs(params=0))
+    model = nsh_method.make_model(config, build_ctx())
     _, params, _ = nnx.split(model, train.trainable_filter(config), ...)
-    tx, ref = get_method("nsh").make_optimizer(config), optax.adam(lr)
+    tx, ref = get_method("nsh").make_optimizer(config, _PLAN), optax.adam(lr)
     state, ref_state = tx.init(params), ref.init(params)
     for step in range(3):
       keys = iter(jax.random.split(jax.random.key(step), 16))
@@ -126,11 +142,12 @@ def test_backbone_lr_scale_scales_only_backbone_updates():
         for u, r in zip(jax.tree.leaves(upd[name]), jax.tree.leaves(ref_upd[name])):
           np.testing.assert_allclose(np.asarray(u), want * np.asarray(r), rtol=1e-6, atol=1e-12)
   with pytest.raises(ValueError, match="backbone_lr_scale"):
-    get_method("nsh").make_optimizer(config.replace(model={**config.model, "backbone_lr_scale": -1}))
+    get_method("nsh").make_optimizer(config.replace(model={**config.model, "backbone_lr_scale": -1}),
+                                     _PLAN)
 
 
 def test_hparams_map_to_loss_keywords():
-  hp = dict(get_method("nsh").hparams)
+  hp = get_method("nsh").hparam_defaults
   kw = nsh_method.loss_kwargs(hp)
   assert kw["sort_temperature"] is None          # 0 = 1/bits
   assert nsh_method.loss_kwargs({**hp, "sort_temperature": 16.0})["sort_temperature"] == 16.0
@@ -143,17 +160,18 @@ def test_hparams_map_to_loss_keywords():
 
 
 def test_registry_presets_and_recipes():
-  spec = get_method("nsh")
-  assert spec.recipe_names("digits") == ("digits_light", "digits_light")
+  nsh = resolve_config(Config(method="nsh", dataset="digits"))
+  assert nsh.view_recipes == ("digits_light", "digits_light")
   # NSH's digits views are the lighter recipe; CIBHash keeps the full digits one.
-  assert get_method("cibhash").recipe_names("digits") == ("digits", "digits")
+  assert resolve_config(Config(method="cibhash")).view_recipes == ("digits", "digits")
   from unhash_jax.data import augment
   light, full = augment.get_recipe("digits_light"), augment.get_recipe("digits")
   assert light.flip_prob == 0.0 and light.erase_prob == 0.0 and light.crop_scale is None
   assert 0 < light.rotation_deg < full.rotation_deg and 0 < light.translate < full.translate
   assert (light.mean, light.std) == (full.mean, full.std)
-  assert spec.recipe_names("cifar10") == ("mocov2_view1", "mocov2_view2")
-  paper = resolve_config(Config(method="nsh", dataset="cifar10"))
+  # batch 64: the tests run on 8 fake devices, which the ports' batch of 50 does not fit.
+  paper = resolve_config(Config(method="nsh", dataset="cifar10", batch_size=64))
+  assert paper.view_recipes == ("mocov2_view1", "mocov2_view2")
   assert (paper.learning_rate, paper.weight_decay) == (1e-5, 1e-5)
   digits = resolve_config(Config(method="nsh", dataset="digits"))
   assert digits.backbone == get_method("cibhash").presets["digits"]["backbone"] == "mlp"

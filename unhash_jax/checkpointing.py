@@ -1,7 +1,9 @@
 """Orbax checkpoints of the train state (the only module that imports orbax).
 
 Each checkpoint step holds the state (``StandardSave``) and a small JSON record of what made it
-(method, bits, dataset, backbone), so that a workdir cannot silently be resumed by a different run.
+(method, bits, dataset, backbone, and the whole resolved config), so that a workdir cannot silently
+be resumed by a different run. An unreadable checkpoint gives one paragraph (:class:`CheckpointError`)
+and is never deleted.
 Kept: the latest ``keep`` checkpoints plus the best one by validation mAP.
 
 :func:`read_backbone` reads only the backbone arrays of another run's checkpoint, read-only (a
@@ -66,13 +68,33 @@ def latest_step(manager: ocp.CheckpointManager) -> int | None:
   return manager.latest_step()
 
 
+def _summary(e: BaseException) -> str:
+  """One line of an orbax/TensorStore exception: its first line, without the TensorStore spec dump
+  (hundreds of lines) that follows "See full TensorStore details"."""
+  text = str(e).split("See full TensorStore details")[0].strip().splitlines()
+  first = text[0].strip().rstrip(".") if text else ""
+  return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def _unreadable(manager: ocp.CheckpointManager, step: int, what: str, e: BaseException
+                ) -> CheckpointError:
+  logging.debug("Full error reading checkpoint step %d: %r", step, e)
+  others = [s for s in manager.all_steps() if s != step]
+  earlier = (f" Other checkpoints in that folder: steps {sorted(others)}; move the step-{step} folder "
+             f"aside to resume from the latest of them." if others else "")
+  return CheckpointError(
+      f"cannot read {what} of the checkpoint at step {step} in {manager.directory}: it is "
+      f"unreadable or corrupt (a file may be truncated, e.g. by a full disk or an interrupted "
+      f"copy) [{_summary(e)}]. The checkpoint was left untouched.{earlier} Or pass another "
+      f"--workdir to start a new run.")
+
+
 def read_identity(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
   try:
     restored = manager.restore(step, args=ocp.args.Composite(identity=ocp.args.JsonRestore()))
     return dict(restored["identity"])
   except Exception as e:  # orbax raises many types for missing/corrupt files
-    raise CheckpointError(
-        f"cannot read the checkpoint at step {step} in {manager.directory}: {e}") from e
+    raise _unreadable(manager, step, "the run record", e) from None
 
 
 def check_identity(manager: ocp.CheckpointManager, step: int, identity: Mapping[str, Any]) -> None:
@@ -92,9 +114,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> A
     restored = manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
   except Exception as e:
-    raise CheckpointError(
-        f"cannot restore the checkpoint at step {step} in {manager.directory} "
-        f"(unreadable or corrupt): {type(e).__name__}: {e}") from e
+    raise _unreadable(manager, step, "the train state", e) from None
   logging.info("Restored checkpoint step %d from %s", step, manager.directory)
   return restored["state"]
 
@@ -151,8 +171,7 @@ def read_backbone(workdir: str, *, step: int | None = None
     try:
       metadata = manager.item_metadata(step)["state"]
     except Exception as e:  # orbax raises many types for missing/corrupt files
-      raise CheckpointError(f"cannot read the checkpoint at step {step} in {directory}: "
-                            f"{type(e).__name__}: {e}") from e
+      raise _unreadable(manager, step, "the metadata", e) from None
     tree = getattr(metadata, "tree", metadata)
     wanted = {f: {_BACKBONE_KEY: tree[f][_BACKBONE_KEY]} for f in _MODEL_FIELDS
               if isinstance(tree, Mapping) and isinstance(tree.get(f), Mapping)
@@ -168,8 +187,7 @@ def read_backbone(workdir: str, *, step: int | None = None
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
           item=item, restore_args=restore_args, partial_restore=True)))["state"]
     except Exception as e:
-      raise CheckpointError(f"cannot read the backbone of the checkpoint at step {step} in "
-                            f"{directory}: {type(e).__name__}: {e}") from e
+      raise _unreadable(manager, step, "the backbone", e) from None
   finally:
     manager.close()
   arrays: dict[tuple[str, ...], np.ndarray] = {}

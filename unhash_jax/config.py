@@ -1,8 +1,8 @@
 """The run configuration: one frozen, JSON-serialisable dataclass.
 
-``None`` fields are resolved from the method's defaults and its per-dataset preset by
-:func:`unhash_jax.methods.resolve_config`; the resolved config is what a run saves as
-``workdir/config.json``.
+``None`` fields are resolved from the method's preset and defaults by
+:func:`unhash_jax.methods.resolve_config`, the one place where a config is completed and checked; the
+resolved config is what a run saves as ``workdir/config.json``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ import json
 from typing import Any
 
 
+class ConfigError(ValueError):
+  """A config field is invalid or does not fit the method, the data or the devices (CLI exit 2)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything that defines a training run.
@@ -19,17 +23,26 @@ class Config:
   Attributes:
     method: registered method name (``unhash_jax.methods.REGISTRY``).
     dataset: ``digits``, ``cifar10`` or ``image_folder``.
+    preset: the method's named preset (``digits``, ``cifar10``, ``paper``, ``common``...) whose values
+      fill the unset fields; None = the preset named like the dataset, if the method has one.
     protocol: split protocol (docs/methods.md §1.6); None = the dataset's default.
     bits: code length K.
     backbone: registered backbone name; None = the method's preset for the dataset.
     batch_size: global batch size (divisible by the number of devices).
+    optimizer: ``"adam"`` or ``"sgd"`` (:mod:`unhash_jax.optim`); None = the method's preset.
     learning_rate: optimizer learning rate (the peak of the schedule).
-    lr_schedule: ``"constant"`` or ``"cosine"`` (decay from ``learning_rate`` to 0 over the run's
-      steps, Loshchilov & Hutter 2017); None = the method's preset (constant when it names none).
+    lr_schedule: ``"constant"``, ``"cosine"`` (decay to 0 over the run's steps, Loshchilov & Hutter
+      2017), ``"cosine_epoch"`` (the same, stepped per epoch) or ``"log_epoch"`` (log-spaced per
+      epoch down to ``final_learning_rate``); None = the method's preset (constant when it names
+      none).
+    final_learning_rate: last epoch's rate of the ``log_epoch`` schedule.
     warmup_steps: steps of linear warm-up from 0 to ``learning_rate`` before the schedule; None = the
       method's preset (0 when it names none).
     weight_decay: coupled L2 weight decay added to the gradient before Adam (PyTorch semantics).
-    image_size: side of the augmented views fed to the backbone; None = the method's preset.
+    image_size: side of the augmented views fed to the backbone; None = the method's preset, else
+      the data set's image size.
+    view_recipes: one augmentation recipe name per view (``unhash_jax.data.augment.PRESETS``); the
+      method's number of views; None = the method's preset.
     epochs / steps: training length; ``steps`` wins when both are set.
     seed: model initialisation, augmentation and shuffling seed.
     split_seed: seed of the protocol's random draws.
@@ -56,15 +69,19 @@ class Config:
 
   method: str = "cibhash"
   dataset: str = "digits"
+  preset: str | None = None
   protocol: str | None = None
   bits: int = 32
   backbone: str | None = None
   batch_size: int | None = None
+  optimizer: str | None = None
   learning_rate: float | None = None
   lr_schedule: str | None = None
+  final_learning_rate: float | None = None
   warmup_steps: int | None = None
   weight_decay: float | None = None
   image_size: int | None = None
+  view_recipes: tuple[str, ...] | None = None
   epochs: int | None = None
   steps: int | None = None
   seed: int = 0
@@ -99,4 +116,7 @@ class Config:
     unknown = set(d) - names
     if unknown:
       raise ValueError(f"unknown config fields {sorted(unknown)}; valid fields: {sorted(names)}.")
+    d = dict(d)
+    if d.get("view_recipes") is not None:  # JSON has no tuples
+      d["view_recipes"] = tuple(d["view_recipes"])
     return cls(**d)

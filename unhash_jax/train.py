@@ -2,9 +2,13 @@
 
 The functional NNX loop (Flax's guidance for jit-heavy code): the model is split once into a
 ``graphdef`` and two states — the trainable parameters and the rest (frozen parameters, batch
-statistics) — and ``jax.jit`` compiles a pure step over a :class:`TrainState` pytree. The step key is
-``fold_in(base_key, step)`` (big_vision), so a resumed run reproduces an uninterrupted one bit for bit.
-Data parallelism: a 1-D ``data`` mesh over every device, batch sharded, state replicated.
+statistics, method state) — and ``jax.jit`` compiles a pure step over a :class:`TrainState` pytree.
+The step key is ``fold_in(base_key, step)`` (big_vision), so a resumed run reproduces an
+uninterrupted one bit for bit. Data parallelism: a 1-D ``data`` mesh over every device, batch
+sharded, state replicated.
+
+The trainer knows no method by name: everything method-specific comes through the
+:class:`~unhash_jax.methods.MethodSpec` hooks (:mod:`unhash_jax.methods.contract`).
 """
 
 from __future__ import annotations
@@ -23,21 +27,26 @@ import optax
 from absl import logging
 from flax import nnx, struct
 
-from unhash_jax import checkpointing, parallel, retrieval, xla_cpu
-from unhash_jax import logging as run_logging
-from unhash_jax.config import Config
+from unhash_jax import cache, checkpointing, evaluators, parallel, retrieval, run_logging, xla_cpu
+from unhash_jax import workdir as workdir_lib
+from unhash_jax.config import Config, ConfigError
 from unhash_jax.data import augment, builders, loader, protocols
 from unhash_jax.methods import MethodSpec, get_method, resolve_config
-from unhash_jax.methods.registry import check_lr_schedule
+from unhash_jax.methods.contract import (BuildContext, PrepareContext, StepBatch, StepContext,
+                                         check_tables)
 from unhash_jax.models import IN_BACKBONE
+from unhash_jax.optim import RunPlan, check_schedule, make_plan
 
-
-class RunConfigError(ValueError):
-  """The config does not fit the data or itself (e.g. a batch larger than the training split)."""
+# Kept for callers of the earlier API: a config that does not fit the data is a ConfigError.
+RunConfigError = ConfigError
 
 
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+  """Ctrl-C (SIGINT) during training; the message says where the last checkpoint is."""
 
 
 class TrainState(struct.PyTreeNode):
@@ -45,7 +54,7 @@ class TrainState(struct.PyTreeNode):
 
   step: jax.Array        # int32 scalar: number of completed steps
   params: nnx.State      # trainable parameters
-  rest: nnx.State        # frozen parameters, batch statistics
+  rest: nnx.State        # frozen parameters, batch statistics, method state
   opt_state: optax.OptState
 
 
@@ -58,36 +67,51 @@ def trainable_filter(config: Config):
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-  """Static pieces of a run: the resolved config, its method, the graph and the optimizer."""
+  """Static pieces of a run: the resolved config, its method, plan, graph and optimizer."""
 
   config: Config
   spec: MethodSpec
+  plan: RunPlan
   graphdef: Any
   tx: optax.GradientTransformation
-  input_shape: tuple[int, int, int]
+  input_shape: tuple[int, ...]
   mesh: jax.sharding.Mesh
 
 
-def create_train_state(config: Config, input_shape, mesh: jax.sharding.Mesh, *,
-                       init_backbone: bool = True, total_steps: int | None = None
-                       ) -> tuple[Setup, TrainState]:
-  """Initialises the model and optimizer; the state is placed replicated on ``mesh``.
+def build_model(config: Config, input_shape, plan: RunPlan) -> nnx.Module:
+  """The method's model for a resolved config, initialised from ``config.seed``."""
+  spec = get_method(config.method)
+  ctx = BuildContext(input_shape=tuple(input_shape), num_train=plan.num_train,
+                     rngs=nnx.Rngs(params=config.seed))
+  return spec.make_model(config, ctx)
 
-  ``total_steps`` is the run's length, which a cosine learning-rate schedule decays over.
+
+def create_train_state(config: Config, input_shape, mesh: jax.sharding.Mesh, *,
+                       plan: RunPlan | None = None, init_backbone: bool = True,
+                       model: nnx.Module | None = None) -> tuple[Setup, TrainState]:
+  """Initialises the model (or takes ``model``) and the optimizer; the state is replicated on ``mesh``.
+
+  ``plan`` is the run's length (:func:`unhash_jax.optim.make_plan`); without one (tests,
+  benchmarks) the training split is taken to be one batch and the run ``config.steps`` (or
+  ``config.epochs``) steps long.
 
   With ``config.init_backbone_from`` set and ``init_backbone`` true, the backbone's variables are
   then loaded from that workdir's latest checkpoint (:func:`init_backbone_from`).
   """
   spec = get_method(config.method)
-  model = spec.make_model(config, input_shape, nnx.Rngs(params=config.seed))
+  if plan is None:
+    plan = RunPlan(num_train=config.batch_size, batch_size=config.batch_size, steps_per_epoch=1,
+                   total_steps=int(config.steps or config.epochs or 1))
+  if model is None:
+    model = build_model(config, input_shape, plan)
   if init_backbone and config.init_backbone_from:
     init_backbone_from(model, config.init_backbone_from, backbone=config.backbone)
   graphdef, params, rest = nnx.split(model, trainable_filter(config), ...)
-  tx = spec.make_optimizer(config, total_steps)
+  tx = spec.make_optimizer(config, plan)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
                      opt_state=tx.init(params))
   state = jax.device_put(state, parallel.replicated_sharding(mesh))
-  setup = Setup(config=config, spec=spec, graphdef=graphdef, tx=tx,
+  setup = Setup(config=config, spec=spec, plan=plan, graphdef=graphdef, tx=tx,
                 input_shape=tuple(input_shape), mesh=mesh)
   return setup, state
 
@@ -150,26 +174,45 @@ def init_backbone_from(model: nnx.Module, workdir: str, *, backbone: str | None 
           "backbone": identity.get("backbone"), "num_arrays": len(paths)}
 
 
+def make_views(images: jax.Array, key: jax.Array, config: Config) -> tuple[jax.Array, ...]:
+  """The ``len(config.view_recipes)`` augmented views of a uint8 batch; view ``v`` uses
+  ``jax.random.split(key, num_views)[v]`` (for two views the keys of
+  :func:`unhash_jax.data.augment.two_views`)."""
+  recipes = config.view_recipes
+  keys = jax.random.split(key, len(recipes))
+  return tuple(augment.augment(images, k, r, out_size=config.image_size)
+               for k, r in zip(keys, recipes))
+
+
 def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
   """Returns ``train_step(state, batch, base_key) -> (state, metrics)``, jit-compiled, state donated.
 
-  ``batch["image"]`` is uint8 ``[B, H, W, C]``; the two views are augmented inside the step with
+  ``batch["image"]`` is uint8 ``[B, H, W, C]``, ``batch["position"]`` int32 ``[B]`` and
+  ``batch["table:<name>"]`` the method's table rows; the views are augmented inside the step with
   per-example keys drawn from ``fold_in(base_key, state.step)``.
   """
-  config, spec, graphdef, tx = setup.config, setup.spec, setup.graphdef, setup.tx
-  recipe1, recipe2 = (augment.get_recipe(n) for n in spec.recipe_names(config.dataset))
-  image_size = config.image_size
+  config, spec, graphdef, tx, plan = (setup.config, setup.spec, setup.graphdef, setup.tx,
+                                      setup.plan)
   hparams = dict(config.hparams)
 
   def train_step(state: TrainState, batch: dict, base_key: jax.Array):
     key = jax.random.fold_in(base_key, state.step)
     aug_key, loss_key = jax.random.split(key)
-    view1, view2 = augment.two_views(batch["image"], aug_key, recipe1, recipe2,
-                                     out_size=image_size)
+    images = batch["image"]
+    position = batch.get("position")
+    if position is None:  # a batch without positions (benchmarks, tests): rows 0..B-1
+      position = jnp.arange(images.shape[0], dtype=jnp.int32)
+    step_batch = StepBatch(
+        views=make_views(images, aug_key, config), position=position,
+        tables={k[len(loader.TABLE_PREFIX):]: v for k, v in batch.items()
+                if k.startswith(loader.TABLE_PREFIX)})
+    ctx = StepContext(key=loss_key, step=state.step, total_steps=jnp.int32(plan.total_steps),
+                      steps_per_epoch=plan.steps_per_epoch, num_train=plan.num_train,
+                      hparams=hparams)
 
     def loss_fn(params):
       model = nnx.merge(graphdef, params, state.rest, copy=True)
-      loss, aux = spec.compute_loss(model, view1, view2, key=loss_key, hparams=hparams)
+      loss, aux = spec.compute_loss(model, step_batch, ctx)
       _, _, new_rest = nnx.split(model, trainable_filter(config), ...)
       return loss, (aux, new_rest)
 
@@ -187,9 +230,10 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tup
 
 
 def make_encode_fn(setup: Setup) -> Callable[[TrainState, jax.Array], jax.Array]:
-  """Returns jitted ``encode(state, images uint8 [B,H,W,C]) -> float32 [B, bits]`` (test transform)."""
+  """Returns jitted ``encode(state, images uint8 [B,H,W,C]) -> float32 [B, bits]`` (test transform
+  of the first view's recipe)."""
   config, spec, graphdef = setup.config, setup.spec, setup.graphdef
-  recipe = augment.get_recipe(spec.recipe_names(config.dataset)[0])
+  recipe = augment.get_recipe(config.view_recipes[0])
 
   def encode(state: TrainState, images: jax.Array) -> jax.Array:
     model = nnx.merge(graphdef, state.params, state.rest)
@@ -203,9 +247,10 @@ def _compiler_options(setup: Setup) -> dict[str, str] | None:
   return xla_cpu.options_for(setup.mesh.devices.flat, ynn_fusions=setup.config.cpu_ynn_fusions)
 
 
-def encode_indices(encode_fn, state: TrainState, source: builders.Source, indices: np.ndarray,
+def encode_indices(encode_fn, state, source: builders.Source, indices: np.ndarray,
                    *, batch_size: int, mesh) -> np.ndarray:
-  """Real-valued codes ``[len(indices), bits]`` (numpy, in the order of ``indices``)."""
+  """Real-valued outputs ``[len(indices), ...]`` of ``encode_fn(state, images)`` (numpy, in the
+  order of ``indices``)."""
   chunks = []
   for batch in loader.eval_batches(source, indices, batch_size=batch_size, mesh=mesh):
     codes = encode_fn(state, batch["image"])
@@ -232,13 +277,13 @@ def _eval_batch_size(config: Config) -> int:
 
 
 def evaluate_split(setup: Setup, encode_fn, state, source, query_idx, database_idx, topk,
-                   **eval_kwargs) -> tuple[dict, np.ndarray, np.ndarray]:
-  """Encodes both sides and runs the Hamming-ranking evaluator. Returns (metrics, q codes, db codes)."""
+                   evaluator_names=("map",)) -> tuple[dict, np.ndarray, np.ndarray]:
+  """Encodes both sides and runs the named evaluators. Returns (metrics, q codes, db codes)."""
   bs = _eval_batch_size(setup.config)
   q = encode_indices(encode_fn, state, source, query_idx, batch_size=bs, mesh=setup.mesh)
   db = encode_indices(encode_fn, state, source, database_idx, batch_size=bs, mesh=setup.mesh)
-  metrics = retrieval.evaluate(q, db, source.labels[query_idx], source.labels[database_idx],
-                               topk=topk, **eval_kwargs)
+  metrics = evaluators.run_evaluators(evaluator_names, q, db, source.labels[query_idx],
+                                      source.labels[database_idx], topk=topk)
   return metrics, q, db
 
 
@@ -256,89 +301,206 @@ def _scalars(metrics: dict) -> dict[str, float | int]:
 
 
 def _identity(config: Config) -> dict[str, Any]:
-  return {k: getattr(config, k) for k in checkpointing.IDENTITY_FIELDS}
+  """What a checkpoint records of its run: the identity fields and the whole resolved config."""
+  return {**{k: getattr(config, k) for k in checkpointing.IDENTITY_FIELDS},
+          "config": config.to_dict()}
 
 
-def _plan(config: Config, num_train: int) -> tuple[int, int]:
-  """(steps_per_epoch, total_steps); the training remainder is dropped.
+def _due(done: int, every: int) -> bool:
+  return bool(every) and done % every == 0
 
-  Raises:
-    RunConfigError: fewer training images than one batch, or a learning-rate schedule that does
-      not fit the run (:func:`~unhash_jax.methods.registry.check_lr_schedule`).
-  """
-  steps_per_epoch = num_train // config.batch_size
-  if steps_per_epoch < 1:
-    raise RunConfigError(f"the training split has {num_train} images, fewer than one batch of "
-                         f"{config.batch_size}; lower --batch_size.")
-  total = int(config.steps if config.steps else config.epochs * steps_per_epoch)
+
+class _PendingMetrics:
+  """Per-step metrics still on device; pulled to the host at log/eval/checkpoint points."""
+
+  def __init__(self, on_non_finite: Callable[[int, float], None]):
+    self._items: list[tuple[int, dict]] = []
+    self._on_non_finite = on_non_finite
+
+  def add(self, step: int, metrics: dict) -> None:
+    self._items.append((step, metrics))
+
+  def flush(self) -> dict[str, float] | None:
+    """Means over the pending steps; calls ``on_non_finite(step, loss)`` at the first bad loss."""
+    if not self._items:
+      return None
+    host = jax.device_get([m for _, m in self._items])
+    for (step, _), m in zip(self._items, host):
+      if not np.isfinite(m["loss"]):
+        self._on_non_finite(step, float(m["loss"]))
+    mean = {k: float(np.mean([h[k] for h in host])) for k in host[-1]}
+    self._items.clear()
+    return mean
+
+
+@dataclasses.dataclass
+class _BestValidation:
+  val_map: float = -1.0
+  step: int = -1
+  state: Any = None   # host copy of the best state, kept only with select_on_val
+
+  def offer(self, val_map: float, step: int, state, *, keep_state: bool) -> None:
+    if val_map > self.val_map:
+      self.val_map, self.step = val_map, step
+      self.state = jax.device_get(state) if keep_state else None
+
+
+def _pixels_fn(source: builders.Source) -> Callable[[np.ndarray], np.ndarray]:
+  def pixels(indices):
+    images = source.get_images(np.asarray(indices))
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+  return pixels
+
+
+def _frozen_features_fn(setup: Setup, state: TrainState, source) -> Callable[[np.ndarray], np.ndarray]:
+  """The model's backbone (as initialised: pretrained weights loaded) on test-transformed images."""
+  config, graphdef = setup.config, setup.graphdef
+  recipe = augment.get_recipe(config.view_recipes[0])
+
+  def features(st, images):
+    model = nnx.merge(graphdef, st.params, st.rest)
+    x = augment.eval_preprocess(images, recipe, out_size=config.image_size)
+    return jax.lax.stop_gradient(model.backbone(x, train=False).pooled).astype(jnp.float32)
+
+  compiled = jax.jit(features, compiler_options=_compiler_options(setup))
+
+  def run(indices):
+    t0 = time.perf_counter()
+    out = encode_indices(compiled, state, source, np.asarray(indices),
+                         batch_size=_eval_batch_size(config), mesh=setup.mesh)
+    logging.info("Frozen features of %d images: %s in %.1f s.", len(indices), out.shape,
+                 time.perf_counter() - t0)
+    return out
+
+  return run
+
+
+def _prepare_tables(setup: Setup, state: TrainState, source, splits) -> dict[str, np.ndarray]:
+  """Runs the method's ``prepare`` hook (tables cached under the data directory)."""
+  config, spec = setup.config, setup.spec
+  if spec.prepare is None:
+    return {}
+  directory = os.path.join(config.data_dir or builders.default_data_dir(), "unhash_jax_tables")
+  identity = {"dataset": config.dataset, "source": source.name, "num_images": len(source),
+              "archive": os.path.basename(config.archive) if config.archive else None,
+              "protocol": config.protocol, "split_seed": config.split_seed,
+              "num_train": len(splits.train), "backbone": config.backbone,
+              "image_size": config.image_size, "view_recipe": config.view_recipes[0],
+              "init_backbone_from": config.init_backbone_from, "seed": config.seed}
+  ctx = PrepareContext(
+      train_indices=np.asarray(splits.train), pixels=_pixels_fn(source),
+      frozen_features=_frozen_features_fn(setup, state, source),
+      cached=lambda name, key, build: cache.cached_array(directory, name, key, build),
+      identity=identity)
+  t0 = time.perf_counter()
+  tables = check_tables(spec.prepare(config, ctx), len(splits.train), spec.name)
+  logging.info("Prepared %s tables %s in %.1f s.", spec.name,
+               {k: (np.shape(v), str(np.asarray(v[:0]).dtype)) for k, v in tables.items()},
+               time.perf_counter() - t0)
+  return tables
+
+
+def _load_data(config: Config):
+  source = builders.load_source(config.dataset, data_dir=config.data_dir, archive=config.archive)
   try:
-    check_lr_schedule(config, total)
+    splits = protocols.make_splits(config.protocol, source, seed=config.split_seed,
+                                   val_fraction=config.val_fraction)
   except ValueError as e:
-    raise RunConfigError(str(e)) from None
-  return steps_per_epoch, total
+    raise builders.DataError(f"the data set {source.name!r} cannot hold protocol "
+                             f"{config.protocol!r}: {e}") from None
+  return source, splits
 
 
-def check_batch_size(batch_size: int) -> None:
-  n = jax.device_count()
-  if batch_size < 1 or batch_size % n:
-    raise ValueError(f"batch size {batch_size} is not divisible by the number of devices ({n}); "
-                     f"choose a multiple of {n}.")
+def _check_resume(manager, workdir: str, config: Config, start_step: int | None
+                  ) -> dict[str, tuple[Any, Any]]:
+  """Refuses a checkpoint of another run and a resume that would change the training.
+
+  Returns the allowed changes (logged and recorded in ``metrics.jsonl``).
+  """
+  saved, what = None, None
+  if start_step is not None:
+    checkpointing.check_identity(manager, start_step, _identity(config))
+    saved = checkpointing.read_identity(manager, start_step).get("config")
+    what = f"its checkpoint at step {start_step}"
+  if saved is None:
+    saved = workdir_lib.read_saved_config(workdir)
+    what = f"{os.path.join(os.path.abspath(workdir), workdir_lib.CONFIG_FILE)}"
+  return workdir_lib.resume_changes(saved, config, what=what) if saved is not None else {}
 
 
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   """Trains ``config.method`` and evaluates it on the protocol's query/database split.
 
-  Resumes from ``workdir/checkpoints`` when present (refusing a checkpoint of another method, bit
-  length, dataset or backbone). Writes ``config.json``, ``metrics.jsonl``, TensorBoard events,
-  checkpoints, and at the end ``results.json``, ``codes.npz`` and ``pr_curve.png``.
+  Holds the workdir's lock for the whole run (a second run on the same workdir refuses). Resumes
+  from ``workdir/checkpoints`` when present, refusing a checkpoint of another method, bit length,
+  dataset or backbone (:class:`~unhash_jax.checkpointing.CheckpointError`) and a resume whose
+  settings would change the training (:class:`~unhash_jax.workdir.ResumeMismatchError`). Writes
+  ``config.json`` (once, when the run starts fresh), ``metrics.jsonl`` (with a record of every
+  resume), TensorBoard events, checkpoints, and at the end ``results.json``, ``codes.npz`` and
+  ``pr_curve.png``.
 
   Returns:
     The flat results dict that is written to ``results.json``.
+
+  Raises:
+    ConfigError: a config that does not fit itself, the data or the workdir's run.
+    TrainingInterrupted: Ctrl-C; the message names the last checkpoint.
   """
   config = resolve_config(config)
-  if config.protocol is None:
-    config = config.replace(protocol=protocols.DEFAULT_PROTOCOL[config.dataset])
-  check_batch_size(config.batch_size)
+  if run_logging.is_writer():
+    with workdir_lib.WorkdirLock(workdir):
+      return _train_and_evaluate(config, workdir)
+  return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   writer_process = run_logging.is_writer()
   logging.info("Process %d/%d, %d local / %d global devices (%s), workdir %s",
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform, workdir)
-
-  source = builders.load_source(config.dataset, data_dir=config.data_dir, archive=config.archive)
-  splits = protocols.make_splits(config.protocol, source, seed=config.split_seed,
-                                 val_fraction=config.val_fraction)
-  steps_per_epoch, total_steps = _plan(config, len(splits.train))
-  if config.image_size is None:
-    config = config.replace(image_size=source.image_shape[0])
+  source, splits = _load_data(config)
+  config = resolve_config(config, image_shape=source.image_shape)
+  try:
+    plan = make_plan(config, len(splits.train))
+    check_schedule(config, plan)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  spec = get_method(config.method)
   mesh = parallel.make_data_mesh()
   manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
   start_step = checkpointing.latest_step(manager)
-  # A resumed run restores its own backbone: the source is read only for a fresh start.
-  setup, state = create_train_state(config, source.image_shape, mesh,
-                                    init_backbone=start_step is None, total_steps=total_steps)
+  changes = _check_resume(manager, workdir, config, start_step)
+  # A resumed run restores its own backbone, so the source is read only for a fresh start, or for
+  # the method's prepare hook (its tables come from the initial backbone) when it is still there.
+  init_backbone = start_step is None or (spec.prepare is not None and bool(config.init_backbone_from)
+                                         and os.path.isdir(config.init_backbone_from))
+  setup, state = create_train_state(config, source.image_shape, mesh, plan=plan,
+                                    init_backbone=init_backbone)
+  tables = _prepare_tables(setup, state, source, splits)
   if start_step is not None:
-    checkpointing.check_identity(manager, start_step, _identity(config))
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
     state = checkpointing.restore(manager, start_step, abstract)
     logging.info("Resuming from the checkpoint at step %d in %s", start_step, workdir)
   else:
     start_step = 0
-
   if writer_process:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json())
+    workdir_lib.write_config_once(workdir, config)
   writer = run_logging.MetricsWriter(workdir)
+  if start_step or changes:
+    writer.event(start_step, "resume", changed={k: list(v) for k, v in changes.items()})
+    if changes:
+      logging.info("Resumed with changed settings: %s", changes)
+  total_steps = plan.total_steps
   n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
-  logging.info("%s on %s/%s, %d bits, backbone %s: %d trainable parameters; %d steps "
-               "(%d per epoch, batch %d, lr %g %s, warm-up %d); train %d, val %d+%d, query %d, "
+  logging.info("%s on %s/%s (preset %s), %d bits, backbone %s: %d trainable parameters; %d steps "
+               "(%d per epoch, batch %d, %s lr %g %s, warm-up %d); train %d, val %d+%d, query %d, "
                "database %d, k=%s",
-               config.method, config.dataset, config.protocol, config.bits, config.backbone,
-               n_params, total_steps, steps_per_epoch, config.batch_size, config.learning_rate,
-               config.lr_schedule, config.warmup_steps, len(splits.train),
-               len(splits.val_query), len(splits.val_database), len(splits.query),
-               len(splits.database), splits.topk)
+               config.method, config.dataset, config.protocol, config.preset, config.bits,
+               config.backbone, n_params, total_steps, plan.steps_per_epoch, config.batch_size,
+               config.optimizer, config.learning_rate, config.lr_schedule, config.warmup_steps,
+               len(splits.train), len(splits.val_query), len(splits.val_database),
+               len(splits.query), len(splits.database), splits.topk)
 
   train_step = make_train_step(setup)
   encode_fn = make_encode_fn(setup)
@@ -350,68 +512,66 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                              splits.topk)
     return float(m["map"])
 
-  best = {"val_map": -1.0, "step": -1, "state": None}
-  pending: list[tuple[int, dict]] = []   # per-step metrics still on device
+  def non_finite(step: int, loss: float) -> None:
+    last = checkpointing.latest_step(manager)
+    raise NonFiniteLossError(
+        f"the loss became non-finite ({loss}) at step {step}; training stopped. The last good "
+        f"checkpoint is {'step %d' % last if last is not None else 'none'} in "
+        f"{checkpointing.checkpoint_dir(workdir)} (kept). Try a lower --learning_rate.")
 
-  def flush_pending() -> dict[str, float] | None:
-    """Pulls pending step metrics to the host; raises on the first non-finite loss."""
-    if not pending:
-      return None
-    host = jax.device_get([m for _, m in pending])
-    for (s, _), m in zip(pending, host):
-      if not np.isfinite(m["loss"]):
-        last = checkpointing.latest_step(manager)
-        raise NonFiniteLossError(
-            f"the loss became non-finite ({m['loss']}) at step {s}; training stopped. The last "
-            f"good checkpoint is {'step %d' % last if last is not None else 'none'} in "
-            f"{checkpointing.checkpoint_dir(workdir)} (kept). Try a lower --learning_rate.")
-    mean = {k: float(np.mean([h[k] for h in host])) for k in host[-1]}
-    pending.clear()
-    return mean
-
+  best = _BestValidation()
+  pending = _PendingMetrics(non_finite)
   progress = run_logging.Progress(first_step=start_step, total_steps=total_steps,
                                   batch_size=config.batch_size)
   batches: Iterator[dict] = loader.train_batches(
       source, splits.train, batch_size=config.batch_size, seed=config.seed,
-      start_step=start_step, mesh=mesh)
+      start_step=start_step, mesh=mesh, tables=tables)
   if start_step < total_steps:
     logging.info("Compiling the train step (first step is slower)...")
   t0 = time.perf_counter()
+  done = start_step
   try:
     for step in range(start_step, total_steps):
       batch = next(batches)
       state, metrics = train_step(state, batch, base_key)
       done = step + 1
-      pending.append((done, metrics))
+      pending.add(done, metrics)
       is_last = done == total_steps
-      log_now = done % config.log_every == 0 or is_last or done == start_step + 1
-      eval_now = bool(config.eval_every) and (done % config.eval_every == 0 or is_last)
-      ckpt_now = (bool(config.checkpoint_every) and done % config.checkpoint_every == 0) or is_last
-      if log_now or eval_now or ckpt_now:
-        mean = flush_pending()
-        if done == start_step + 1:
-          logging.info("First step (compilation included) took %.1f s.", time.perf_counter() - t0)
-          progress.update(done)  # restart the rate clock after compilation
-        elif log_now and mean is not None:
-          rates = progress.update(done)
-          writer.write(done, {**{f"train/{k}": v for k, v in mean.items()},
-                              "train/steps_per_sec": rates["steps_per_sec"]})
-          logging.info("step %d/%d  %s  %.1f steps/s  %.0f images/s  ETA %s", done, total_steps,
-                       "  ".join(f"{k} {v:.4g}" for k, v in mean.items()),
-                       rates["steps_per_sec"], rates["images_per_sec"],
-                       run_logging.format_eta(rates["eta_sec"]))
+      first = done == start_step + 1
+      log_now = _due(done, config.log_every) or is_last or first
+      eval_now = bool(config.eval_every) and (_due(done, config.eval_every) or is_last)
+      ckpt_now = _due(done, config.checkpoint_every) or is_last
+      if not (log_now or eval_now or ckpt_now):
+        continue
+      mean = pending.flush()
+      if first:
+        logging.info("First step (compilation included) took %.1f s.", time.perf_counter() - t0)
+        progress.update(done)  # restart the rate clock after compilation
+      elif log_now and mean is not None:
+        rates = progress.update(done)
+        writer.write(done, {**{f"train/{k}": v for k, v in mean.items()},
+                            "train/steps_per_sec": rates["steps_per_sec"]})
+        logging.info("step %d/%d  %s  %.1f steps/s  %.0f images/s  ETA %s", done, total_steps,
+                     "  ".join(f"{k} {v:.4g}" for k, v in mean.items()),
+                     rates["steps_per_sec"], rates["images_per_sec"],
+                     run_logging.format_eta(rates["eta_sec"]))
       ckpt_metrics = None
       if eval_now:
         val_map = validate(state)
         writer.write(done, {"val/map": val_map})
         logging.info("step %d: validation mAP@%s = %.4f (best %.4f)", done, splits.topk or "all",
-                     val_map, max(val_map, best["val_map"]))
+                     val_map, max(val_map, best.val_map))
         ckpt_metrics = {"val_map": val_map}
-        if val_map > best["val_map"]:
-          best.update(val_map=val_map, step=done,
-                      state=jax.device_get(state) if config.select_on_val else None)
+        best.offer(val_map, done, state, keep_state=config.select_on_val)
       if ckpt_now:
         checkpointing.save(manager, done, state, identity=identity, metrics=ckpt_metrics)
+  except KeyboardInterrupt:
+    checkpointing.wait(manager)
+    last = checkpointing.latest_step(manager)
+    where = ("none yet (the run restarts from step 0)" if last is None else
+             f"step {last} in {checkpointing.checkpoint_dir(workdir)}")
+    raise TrainingInterrupted(f"interrupted at step {done} of {total_steps}. The last checkpoint is "
+                              f"{where}; run the same command again to resume.") from None
   finally:
     # Stop the prefetch thread now: a daemon thread still inside XLA's C++ when the interpreter exits
     # aborts the process ("FATAL: exception not rethrown").
@@ -420,20 +580,25 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     progress.close()
   train_seconds = time.perf_counter() - t0
 
-  if config.select_on_val and best["state"] is not None:
-    logging.info("Evaluating the best validation state (step %d, val mAP %.4f)", best["step"],
-                 best["val_map"])
-    state = jax.device_put(best["state"], parallel.replicated_sharding(mesh))
+  if config.select_on_val and best.state is not None:
+    logging.info("Evaluating the best validation state (step %d, val mAP %.4f)", best.step,
+                 best.val_map)
+    state = jax.device_put(best.state, parallel.replicated_sharding(mesh))
 
   metrics, q_codes, db_codes = evaluate_split(setup, encode_fn, state, source, splits.query,
-                                              splits.database, splits.topk)
+                                              splits.database, splits.topk, spec.evaluators)
+  stats = evaluators.code_statistics(db_codes)
+  for warning in stats["collapse_warnings"]:
+    logging.warning("Collapsed codes: %s", warning)
   results = {"method": config.method, "dataset": config.dataset, "protocol": config.protocol,
-             "bits": config.bits, "topk": metrics.get("topk", splits.topk),
-             "map": float(metrics["map"]), "backbone": config.backbone,
-             "tie_policy": "index", "steps": total_steps, "train_seconds": train_seconds,
-             "best_val_map": best["val_map"] if best["step"] >= 0 else None,
-             **{k: v for k, v in _scalars(metrics).items()
-                if k not in ("map", "topk", "bits")}}
+             "preset": config.preset, "bits": config.bits,
+             "topk": metrics.get("topk", splits.topk), "map": float(metrics["map"]),
+             "backbone": config.backbone, "tie_policy": metrics["tie_policy"],
+             "steps": total_steps, "train_seconds": train_seconds,
+             "best_val_map": best.val_map if best.step >= 0 else None,
+             **{k: v for k, v in _scalars(metrics).items() if k not in ("map", "topk", "bits")},
+             "distinct_codes": stats["distinct_codes"], "code_bit_balance": stats["bit_balance"],
+             "constant_bits": stats["constant_bits"], "warnings": stats["collapse_warnings"]}
   if writer_process:
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)

@@ -155,8 +155,11 @@ def _check_batch(batch_size: int, mesh) -> None:
                        f"{jax.process_count()}.")
 
 
+TABLE_PREFIX = "table:"
+
+
 def train_batches(source, indices, *, batch_size: int, seed: int, start_step: int = 0, mesh=None,
-                  prefetch: int = 2) -> Prefetcher:
+                  prefetch: int = 2, tables=None) -> Prefetcher:
   """Infinite iterator of shuffled training batches (remainder of each epoch dropped).
 
   Args:
@@ -168,10 +171,13 @@ def train_batches(source, indices, *, batch_size: int, seed: int, start_step: in
     mesh: a mesh with axis ``"data"``: batches are global ``jax.Array``s sharded on the batch axis;
       ``None``: NumPy arrays (this process's rows only when there are several processes).
     prefetch: how many batches to prepare ahead in a background thread.
+    tables: optional ``{name: array [len(indices), ...]}`` of per-example rows (a method's tables,
+      NumPy arrays or memory maps); each batch carries its rows under ``"table:<name>"``.
 
   Yields:
-    ``{"image": uint8[B, H, W, C], "label": int32[B] (or int8[B, C]), "index": int32[B]}`` where
-    ``index`` holds the source indices.
+    ``{"image": uint8[B, H, W, C], "label": int32[B] (or int8[B, C]), "index": int32[B],
+    "position": int32[B], "table:<name>": [B, ...]}`` where ``index`` holds the source indices and
+    ``position`` the rows of ``indices`` (``indices[position] == index``).
 
   Raises:
     ValueError: fewer than ``batch_size`` indices, bad sizes or a negative seed/step.
@@ -183,6 +189,11 @@ def train_batches(source, indices, *, batch_size: int, seed: int, start_step: in
     raise ValueError(f"batch_size {batch_size} exceeds the {len(indices)} training examples.")
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  tables = dict(tables or {})
+  for name, table in tables.items():
+    if np.shape(table)[:1] != (len(indices),):
+      raise ValueError(f"table {name!r} has shape {np.shape(table)}; it needs one row per training "
+                       f"index ({len(indices)}).")
   epoch_perm = {}
 
   def produce(step: int) -> dict:
@@ -190,10 +201,13 @@ def train_batches(source, indices, *, batch_size: int, seed: int, start_step: in
     if epoch not in epoch_perm:
       epoch_perm.clear()
       epoch_perm[epoch] = epoch_permutation(len(indices), seed=seed, epoch=epoch)
-    rows = indices[epoch_perm[epoch][pos * batch_size:(pos + 1) * batch_size]]
-    rows = _rows_for_host(rows, mesh, batch_size)
+    positions = _rows_for_host(epoch_perm[epoch][pos * batch_size:(pos + 1) * batch_size], mesh,
+                               batch_size)
+    rows = indices[positions]
     local = {"image": source.get_images(rows), "label": np.asarray(source.labels[rows]),
-             "index": rows.astype(np.int32)}
+             "index": rows.astype(np.int32), "position": positions.astype(np.int32)}
+    for name, table in tables.items():
+      local[TABLE_PREFIX + name] = np.asarray(table[positions])
     return _finish(local, mesh, batch_size)
 
   def steps():

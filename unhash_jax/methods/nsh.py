@@ -1,5 +1,8 @@
 """NSH wired into the trainer (docs/methods.md §2.2): two-head model + loss + recipes + defaults.
 
+Yu*, Shen*, Wang, Zhang, Torr. "Learning to Hash Naturally Sorts". IJCAI 2022 (arXiv 2201.13322);
+no official code is public, the structure follows two third-party ports.
+
 Model: backbone (registry) → pooled feature ``x`` → two linear heads,
 ``b = tanh(x·W_b + c_b)`` ``[N, K]`` (no BN; training uses the continuous ``b``) and
 ``z = normalize(x·W_z + c_z)`` ``[N, latent_dim]`` (1024). Test code: ``sign₀(x·W_b + c_b)``, so
@@ -8,8 +11,6 @@ Model: backbone (registry) → pooled feature ``x`` → two linear heads,
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -17,6 +18,8 @@ from flax import nnx
 from unhash_jax.config import Config
 from unhash_jax.losses._common import bit_balance, l2_normalize
 from unhash_jax.losses.nsh import nsh_loss_with_aux
+from unhash_jax.methods import hparams as hp
+from unhash_jax.methods.contract import BuildContext, StepBatch, StepContext
 from unhash_jax.methods.registry import MethodSpec, build_backbone, register
 from unhash_jax.models import Features, backbone_features
 
@@ -65,35 +68,41 @@ class NSHModel(nnx.Module):
     return b, l2_normalize(self.latent_head(h))
 
 
-def make_model(config: Config, input_shape: Sequence[int], rngs: nnx.Rngs) -> NSHModel:
+def make_model(config: Config, ctx: BuildContext) -> NSHModel:
   opts = config.model
-  return NSHModel(build_backbone(config, input_shape, rngs), config.bits, latent_dim=opts.get("latent_dim", 1024),
+  return NSHModel(build_backbone(config, ctx), config.bits, latent_dim=opts.get("latent_dim", 1024),
                   frozen_backbone=opts.get("frozen_backbone", False),
-                  hash_init_scale=opts.get("hash_init_scale", 1.0), rngs=rngs)
+                  hash_init_scale=opts.get("hash_init_scale", 1.0), rngs=ctx.rngs)
+
+
+# The keywords of losses.nsh_loss (docs/methods.md §2.2): the one place their names are written.
+HPARAMS = (
+    hp.non_negative("sort_temperature", 0.0, "τ_sort of the SoftSort (0 = 1/bits)"),
+    hp.positive("nce_temperature", 0.3, "τ_nce of SortedNCE"),
+    hp.HParam("num_positives", 2, "m, the top-m sorted ranks used as positives", low=1),
+    hp.non_negative("quantization_weight", 1.0, "λ_q, weight of the MSE quantization term"),
+    hp.flag("renormalize_gathered", True, "re-normalise the sorted-gathered latents"),
+    hp.flag("strict_double_softmax", False, "replicate the ports' CE(softmax(C/τ)) double softmax"),
+    hp.flag("sort_hard", False, "straight-through one-hot permutations in the forward pass"),
+)
 
 
 def loss_kwargs(hparams: dict) -> dict:
   """The method's hparams as :func:`~unhash_jax.losses.nsh_loss` keywords.
 
-  ``sort_temperature <= 0`` (the default, ``--sort_temperature=0``) means ``1/bits``: a flag cannot
+  ``sort_temperature == 0`` (the default, ``--sort_temperature=0``) means ``1/bits``: a flag cannot
   default to ``None``.
   """
-  tau_sort = float(hparams["sort_temperature"])
-  return {"sort_temperature": tau_sort if tau_sort > 0 else None,
-          "nce_temperature": float(hparams["nce_temperature"]),
-          "num_positives": int(hparams["num_positives"]),
-          "quantization_weight": float(hparams["quantization_weight"]),
-          "renormalize_gathered": bool(hparams["renormalize_gathered"]),
-          "strict_double_softmax": bool(hparams["strict_double_softmax"]),
-          "sort_hard": bool(hparams["sort_hard"])}
+  kwargs = {h.name: hparams[h.name] for h in HPARAMS}
+  kwargs["sort_temperature"] = kwargs["sort_temperature"] or None
+  return kwargs
 
 
-def compute_loss(model: NSHModel, view1: jax.Array, view2: jax.Array, *, key: jax.Array,
-                 hparams: dict) -> tuple[jax.Array, dict]:
-  del key  # NSH's loss and model are deterministic given the views.
+def compute_loss(model: NSHModel, batch: StepBatch, ctx: StepContext) -> tuple[jax.Array, dict]:
+  view1, view2 = batch.views  # NSH's loss and model are deterministic given the views: no key.
   b1, z1 = model(view1, train=True)
   b2, z2 = model(view2, train=True)
-  loss, aux = nsh_loss_with_aux(b1, b2, z1, z2, **loss_kwargs(hparams))
+  loss, aux = nsh_loss_with_aux(b1, b2, z1, z2, **loss_kwargs(ctx.hparams))
   aux["bit_balance"] = bit_balance(jnp.where(b1 >= 0, 1.0, -1.0))
   return loss, aux
 
@@ -109,14 +118,12 @@ NSH = register(MethodSpec(
     make_model=make_model,
     compute_loss=compute_loss,
     encode=encode,
-    # The loss keywords of docs/methods.md §2.2; sort_temperature 0 = 1/bits (see loss_kwargs).
-    hparams={"sort_temperature": 0.0, "nce_temperature": 0.3, "num_positives": 2,
-             "quantization_weight": 1.0, "renormalize_gathered": True,
-             "strict_double_softmax": False, "sort_hard": False},
+    hparams=HPARAMS,
     # The 3rd-party ports' optimisation (Adam 1e-5, coupled L2 1e-5, batch 50, 200 epochs); their
     # frozen ResNet-50 is not registered yet, so the from-scratch CNN stands in.
     defaults={"backbone": "small_cnn", "batch_size": 50, "learning_rate": 1e-5,
-              "weight_decay": 1e-5, "epochs": 200, "model": {"latent_dim": 1024}},
+              "weight_decay": 1e-5, "epochs": 200, "model": {"latent_dim": 1024},
+              "view_recipes": ("mocov2_view1", "mocov2_view2")},
     presets={
         # Project choices for the embedded data set: the same MLP backbone as CIBHash's digits
         # preset. Tuned on the validation split only (experiments/configs/nsh_digits.py): λ_q = 0.1
@@ -130,10 +137,8 @@ NSH = register(MethodSpec(
         # mlp2 run> --frozen_backbone --sort_temperature=0.25 --batch_size=128 --steps=600.
         "digits": {"backbone": "mlp", "batch_size": 32, "steps": 6000, "eval_every": 1000,
                    "checkpoint_every": 2000, "image_size": 8, "learning_rate": 3e-4,
-                   "weight_decay": 0.0,
+                   "weight_decay": 0.0, "view_recipes": ("digits_light", "digits_light"),
                    "hparams": {"quantization_weight": 0.1, "sort_temperature": 0.125}},
         "cifar10": {"backbone": "small_cnn", "image_size": 32},
     },
-    recipes={"digits": ("digits_light", "digits_light"), "*": ("mocov2_view1", "mocov2_view2")},
-    min_bits=1,
 ))

@@ -1,137 +1,109 @@
-"""The method registry: each method = model factory + loss + augmentation recipes + defaults.
+"""The method registry and the one place where a run's config is resolved and checked.
 
-Like big_vision's registries, registering a second method under a taken name raises.
+A method is a :class:`MethodSpec`: a model factory, a loss over the step's batch and context, a test
+encoder, its hyper-parameters, defaults and named presets, and optional hooks (``prepare`` for
+per-example tables, its optimizer, its evaluators). Like big_vision's registries, registering a
+second method under a taken name raises.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import optax
 from flax import nnx
 
-from unhash_jax import xla_cpu
-from unhash_jax.config import Config
-from unhash_jax.models import IN_BACKBONE, make_backbone
+from unhash_jax import optim, xla_cpu
+from unhash_jax.config import Config, ConfigError
+from unhash_jax.methods.contract import BuildContext, PrepareFn, StepBatch, StepContext
+from unhash_jax.methods.hparams import HParam
+from unhash_jax.models import BACKBONES, make_backbone
 
-# Config fields that a method's defaults and per-dataset presets may fill when the user left them None.
-RESOLVABLE_FIELDS = ("protocol", "backbone", "batch_size", "learning_rate", "lr_schedule",
-                     "warmup_steps", "weight_decay", "image_size", "epochs", "steps", "eval_every",
+# Config fields that a method's presets and defaults fill when the user left them None.
+RESOLVABLE_FIELDS = ("protocol", "backbone", "batch_size", "optimizer", "learning_rate",
+                     "lr_schedule", "final_learning_rate", "warmup_steps", "weight_decay",
+                     "image_size", "view_recipes", "epochs", "steps", "eval_every",
                      "checkpoint_every")
 
 # What a resolvable field falls back to when neither the preset nor the method's defaults name it.
-FALLBACKS = {"lr_schedule": "constant", "warmup_steps": 0}
+FALLBACKS = {"optimizer": "adam", "lr_schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0,
+             "eval_every": 0, "checkpoint_every": 0}
 
-LR_SCHEDULES = ("constant", "cosine")
+# Keys a preset or the defaults may hold besides RESOLVABLE_FIELDS.
+_PRESET_EXTRA_KEYS = ("hparams", "model")
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
-  """A hashing method as the trainer sees it.
+  """A hashing method as the trainer sees it (see :mod:`unhash_jax.methods.contract`).
 
   Attributes:
     name: registry key (``--method``).
     description: one line for ``--help``.
-    make_model: ``(config, input_shape (H, W, C), rngs) -> nnx.Module``.
-    compute_loss: ``(model, view1, view2, *, key, hparams) -> (loss, aux)``; views are
-      ``[B, S, S, C]`` float images, ``loss`` a float32 scalar, ``aux`` a dict of float32 scalars
-      (logged); the model is in training mode.
+    make_model: ``(config, BuildContext) -> nnx.Module``.
+    compute_loss: ``(model, StepBatch, StepContext) -> (loss, aux)``: ``loss`` a float32 scalar,
+      ``aux`` a dict of float32 scalars (logged); the model is in training mode and may overwrite
+      its :class:`~unhash_jax.methods.contract.MethodState` variables.
     encode: ``(model, images) -> [B, bits]`` real values whose ``sign₀`` is the test code.
-    hparams: defaults of the loss hyper-parameters (each becomes a CLI flag).
-    defaults: defaults of :data:`RESOLVABLE_FIELDS` and of ``config.model``.
-    presets: per-dataset overrides of ``defaults`` (keys as in defaults, plus ``hparams``).
-    recipes: per-dataset ``(view1, view2)`` augmentation preset names; key ``"*"`` is the fallback.
-    eval_recipe: per-dataset preset whose deterministic test transform (resize + normalise) is used.
+    hparams: the loss hyper-parameters (:class:`~unhash_jax.methods.hparams.HParam`; each is a CLI
+      flag and is checked against its range).
+    defaults: values of :data:`RESOLVABLE_FIELDS`, ``model`` and ``hparams`` used when neither the
+      user nor the preset sets them; ``view_recipes`` here fixes the method's number of views.
+    presets: named overrides of ``defaults`` (same keys). The preset named like the dataset applies
+      by default; others (``paper``, ``common``) are chosen with ``--preset``.
+    prepare: optional hook computing per-example tables before training
+      (:data:`~unhash_jax.methods.contract.PrepareFn`).
+    make_optimizer: ``(config, RunPlan) -> optax.GradientTransformation``; default
+      :func:`unhash_jax.optim.make_optimizer` (``config.optimizer``, ``config.lr_schedule``).
+    evaluators: names in :data:`unhash_jax.evaluators.EVALUATORS` run on the test codes.
     min_bits: smallest supported code length.
   """
 
   name: str
   description: str
-  make_model: Callable[[Config, Sequence[int], nnx.Rngs], nnx.Module]
-  compute_loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+  make_model: Callable[[Config, BuildContext], nnx.Module]
+  compute_loss: Callable[[nnx.Module, StepBatch, StepContext], tuple[jax.Array, dict]]
   encode: Callable[[nnx.Module, jax.Array], jax.Array]
-  hparams: Mapping[str, Any]
+  hparams: Sequence[HParam]
   defaults: Mapping[str, Any]
   presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-  recipes: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+  prepare: PrepareFn | None = None
+  make_optimizer: Callable[[Config, optim.RunPlan], optax.GradientTransformation] = (
+      optim.make_optimizer)
+  evaluators: tuple[str, ...] = ("map",)
   min_bits: int = 1
 
-  def recipe_names(self, dataset: str) -> tuple[str, str]:
-    return self.recipes.get(dataset, self.recipes["*"])
+  def __post_init__(self):
+    names = [h.name for h in self.hparams]
+    if len(set(names)) != len(names):
+      raise ValueError(f"method {self.name!r} declares a hyper-parameter twice: {names}.")
+    for preset_name, preset in {"defaults": self.defaults, **self.presets}.items():
+      unknown = set(preset) - set(RESOLVABLE_FIELDS) - set(_PRESET_EXTRA_KEYS)
+      unknown_h = set(preset.get("hparams", {})) - set(names)
+      if unknown or unknown_h:
+        raise ValueError(f"method {self.name!r}, preset {preset_name!r}: unknown keys "
+                         f"{sorted(unknown | unknown_h)}.")
+    if not self.defaults.get("view_recipes"):
+      raise ValueError(f"method {self.name!r}: defaults must name its view_recipes (one per view).")
 
-  def make_optimizer(self, config: Config, total_steps: int | None = None
-                     ) -> optax.GradientTransformation:
-    """Adam; a nonzero ``weight_decay`` is PyTorch's coupled L2 (added to the gradient first).
+  @property
+  def num_views(self) -> int:
+    return len(self.defaults["view_recipes"])
 
-    The learning rate follows :func:`learning_rate_schedule` (``total_steps`` is needed by the
-    cosine schedule). ``config.model["backbone_lr_scale"]`` (default 1) multiplies the learning
-    rate of the backbone's parameters (heads keep ``learning_rate``); 0 leaves the backbone at its
-    initialisation while its BatchNorm statistics, if any, still update.
-    """
-    adam = optax.adam(learning_rate=learning_rate_schedule(config, total_steps))
-    if config.weight_decay:
-      adam = optax.chain(optax.add_decayed_weights(config.weight_decay), adam)
-    scale = float(config.model.get("backbone_lr_scale", 1.0))
-    if scale < 0:
-      raise ValueError(f"model option backbone_lr_scale must be >= 0, got {scale}.")
-    if scale == 1.0:
-      return adam
-    return optax.multi_transform(
-        {"head": adam, "backbone": optax.chain(adam, optax.scale(scale))}, _backbone_labels)
+  @property
+  def hparam_defaults(self) -> dict[str, Any]:
+    return {h.name: h.default for h in self.hparams}
 
-
-def check_lr_schedule(config: Config, total_steps: int | None = None) -> None:
-  """Raises ValueError when ``config``'s schedule fields (resolved) cannot make a schedule.
-
-  Invalid: an unknown ``lr_schedule``, a negative ``warmup_steps``, or a cosine schedule without
-  ``total_steps`` or whose warm-up is not shorter than ``total_steps``.
-  """
-  schedule, warmup = config.lr_schedule, config.warmup_steps
-  if schedule not in LR_SCHEDULES:
-    raise ValueError(f"unknown lr_schedule {schedule!r}; valid choices: {', '.join(LR_SCHEDULES)}.")
-  if warmup < 0:
-    raise ValueError(f"warmup_steps must be >= 0, got {warmup}.")
-  if schedule == "cosine" and total_steps is None:
-    raise ValueError("the cosine schedule needs total_steps (the run's length).")
-  if schedule == "cosine" and total_steps <= warmup:
-    raise ValueError(f"--warmup_steps={warmup} leaves nothing of the {total_steps}-step run for the "
-                     f"cosine decay, which needs total_steps > warmup_steps ({warmup}); use fewer "
-                     f"warm-up steps than training steps.")
+  def hparam(self, name: str) -> HParam:
+    return {h.name: h for h in self.hparams}[name]
 
 
-def learning_rate_schedule(config: Config, total_steps: int | None = None) -> optax.ScalarOrSchedule:
-  """``config.learning_rate`` as a float (constant, no warm-up) or an optax schedule of the step.
-
-  ``config`` is resolved (:func:`resolve_config` fills ``lr_schedule``/``warmup_steps``).
-  ``lr_schedule="cosine"`` decays from ``learning_rate`` to 0 at ``total_steps`` (after the warm-up,
-  which counts towards ``total_steps``); ``warmup_steps`` > 0 ramps linearly from 0 first. The
-  schedule is a function of the optimizer's step count, which checkpoints carry, so a resumed run
-  continues it where it stopped.
-
-  Raises:
-    ValueError: see :func:`check_lr_schedule`.
-  """
-  check_lr_schedule(config, total_steps)
-  lr, warmup = config.learning_rate, config.warmup_steps
-  if config.lr_schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps, end_value=0.0)
-  if not warmup:
-    return lr
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
-
-
-def _backbone_labels(params: nnx.State) -> nnx.State:
-  """``"backbone"`` for the backbone's parameters (:data:`~unhash_jax.models.IN_BACKBONE`), else
-  ``"head"``."""
-  return nnx.map_state(lambda path, value: "backbone" if IN_BACKBONE(path, value) else "head", params)
-
-
-def build_backbone(config: Config, input_shape: Sequence[int], rngs: nnx.Rngs) -> nnx.Module:
+def build_backbone(config: Config, ctx: BuildContext) -> nnx.Module:
   """The backbone ``config.backbone`` with ``config.model["backbone_kwargs"]`` (methods' factories)."""
-  return make_backbone(config.backbone, input_shape, rngs=rngs,
+  return make_backbone(config.backbone, ctx.input_shape, rngs=ctx.rngs,
                        **config.model.get("backbone_kwargs", {}))
 
 
@@ -148,31 +120,128 @@ def register(spec: MethodSpec) -> MethodSpec:
 
 def get_method(name: str) -> MethodSpec:
   if name not in REGISTRY:
-    raise ValueError(f"unknown method {name!r}; valid choices: {', '.join(sorted(REGISTRY))}.")
+    raise ConfigError(f"unknown method {name!r}; valid choices: {', '.join(sorted(REGISTRY))}.")
   return REGISTRY[name]
 
 
-def resolve_config(config: Config) -> Config:
-  """Fills the ``None`` fields from the method's preset for the dataset, then its defaults.
+def preset_name(config: Config, spec: MethodSpec) -> str | None:
+  """The preset a config uses: ``config.preset``, else the one named like the dataset, else None."""
+  if config.preset is not None:
+    if config.preset not in spec.presets:
+      raise ConfigError(f"method {spec.name!r} has no preset {config.preset!r}; its presets are: "
+                        f"{', '.join(sorted(spec.presets)) or 'none'}.")
+    return config.preset
+  return config.dataset if config.dataset in spec.presets else None
 
-  Precedence: what the user set > ``presets[dataset]`` > ``defaults``. ``hparams`` and ``model``
-  dicts merge key by key with the same precedence; unknown loss hyper-parameters raise ValueError.
+
+def resolve_config(config: Config, *, image_shape: Sequence[int] | None = None) -> Config:
+  """Completes and checks a config: the only place where this happens (idempotent).
+
+  Fills each ``None`` field of :data:`RESOLVABLE_FIELDS` with, in order of precedence, what the user
+  set > the preset (:func:`preset_name`) > the method's defaults > :data:`FALLBACKS`; ``hparams`` and
+  ``model`` dicts merge key by key with the same precedence; ``protocol`` falls back to the dataset's
+  default and ``image_size`` to ``image_shape[0]`` (the data's size) when given.
+
+  Raises:
+    ConfigError: an unknown method, preset, dataset, protocol, backbone, recipe or hyper-parameter,
+      or a value out of range (non-positive or non-finite learning rate or temperature, negative
+      weights, intervals, a batch size the device count does not divide, ...). The message names the
+      field (as its CLI flag) and the valid choices.
   """
   spec = get_method(config.method)
-  preset = dict(spec.presets.get(config.dataset, {}))
-  changes: dict[str, Any] = {}
-  for name in RESOLVABLE_FIELDS:
-    if getattr(config, name) is None:
-      changes[name] = preset.get(name, spec.defaults.get(name, FALLBACKS.get(name)))
-  unknown = set(config.hparams) - set(spec.hparams)
+  name = preset_name(config, spec)
+  preset = dict(spec.presets.get(name, {})) if name else {}
+  changes: dict[str, Any] = {"preset": name}
+  for field in RESOLVABLE_FIELDS:
+    if getattr(config, field) is None:
+      changes[field] = preset.get(field, spec.defaults.get(field, FALLBACKS.get(field)))
+  unknown = set(config.hparams) - set(spec.hparam_defaults)
   if unknown:
-    raise ValueError(
+    raise ConfigError(
         f"method {spec.name!r} has no hyper-parameter(s) {sorted(unknown)}; its hyper-parameters "
-        f"are: {', '.join(sorted(spec.hparams))}.")
-  changes["hparams"] = {**spec.hparams, **preset.get("hparams", {}), **config.hparams}
+        f"are: {', '.join(sorted(spec.hparam_defaults))}.")
+  merged = {**spec.hparam_defaults, **spec.defaults.get("hparams", {}),
+            **preset.get("hparams", {}), **config.hparams}
+  try:
+    changes["hparams"] = {k: spec.hparam(k).check(v, spec.name) for k, v in merged.items()}
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   changes["model"] = {**spec.defaults.get("model", {}), **preset.get("model", {}), **config.model}
   resolved = config.replace(**changes)
-  if resolved.bits < spec.min_bits:
-    raise ValueError(f"method {spec.name!r} needs bits >= {spec.min_bits}, got {resolved.bits}.")
-  xla_cpu.check_ynn_fusions(resolved.cpu_ynn_fusions)
+  if resolved.protocol is None:
+    from unhash_jax.data import protocols  # light: numpy only
+    resolved = resolved.replace(protocol=protocols.DEFAULT_PROTOCOL.get(resolved.dataset))
+  if resolved.image_size is None and image_shape is not None:
+    resolved = resolved.replace(image_size=int(image_shape[0]))
+  if resolved.view_recipes is not None:
+    resolved = resolved.replace(view_recipes=tuple(resolved.view_recipes))
+  _check(resolved, spec)
   return resolved
+
+
+def _check(config: Config, spec: MethodSpec) -> None:
+  """Raises ConfigError naming the first invalid field of a resolved config."""
+  from unhash_jax.data import augment, builders, protocols  # light: numpy/jax only
+
+  def need(ok: bool, message: str) -> None:
+    if not ok:
+      raise ConfigError(message)
+
+  need(config.dataset in builders.DATASETS, f"unknown --dataset={config.dataset!r}; valid choices: "
+       f"{', '.join(builders.DATASETS)}.")
+  need(config.protocol in protocols.PROTOCOLS, f"unknown --protocol={config.protocol!r}; valid "
+       f"choices: {', '.join(protocols.PROTOCOLS)}.")
+  need(config.backbone in BACKBONES, f"unknown --backbone={config.backbone!r}; valid choices: "
+       f"{', '.join(sorted(BACKBONES))}.")
+  need(config.dataset != "digits" or config.archive is None,
+       f"--archive={config.archive!r} was given with --dataset=digits, which is embedded (it needs "
+       f"no file); --archive is for --dataset=cifar10 or image_folder.")
+  need(config.dataset != "image_folder" or config.archive is not None,
+       "--dataset=image_folder needs --archive=<folder or .tar.gz of <split>/<class>/<image>>.")
+  need(_is_int(config.bits) and config.bits >= max(1, spec.min_bits),
+       f"--bits={config.bits} is not supported by {spec.name}: it needs at least "
+       f"{max(1, spec.min_bits)} bits (16, 32 and 64 are the usual lengths).")
+  n = jax.device_count()
+  need(_is_int(config.batch_size) and config.batch_size >= 1,
+       f"--batch_size must be >= 1, got {config.batch_size}.")
+  need(config.batch_size % n == 0, f"--batch_size={config.batch_size} is not divisible by the "
+       f"number of devices ({n}); choose a multiple of {n}.")
+  for field in ("learning_rate",):
+    value = getattr(config, field)
+    need(_is_number(value) and math.isfinite(value) and value > 0,
+         f"--{field} must be a finite number > 0, got {value}.")
+  need(_is_number(config.weight_decay) and math.isfinite(config.weight_decay)
+       and config.weight_decay >= 0, f"--weight_decay must be finite and >= 0, got "
+       f"{config.weight_decay}.")
+  need(config.steps is not None or config.epochs is not None,
+       f"method {spec.name!r} names neither steps nor epochs; pass --steps or --epochs.")
+  for field, low in (("steps", 1), ("epochs", 1), ("eval_every", 0), ("checkpoint_every", 0),
+                     ("log_every", 1), ("keep_checkpoints", 1), ("eval_batch_size", 1),
+                     ("image_size", 1), ("seed", 0), ("split_seed", 0), ("warmup_steps", 0)):
+    value = getattr(config, field)
+    need(value is None or (_is_int(value) and value >= low),
+         f"--{field} must be an integer >= {low}, got {value}.")
+  need(_is_number(config.val_fraction) and 0.0 <= config.val_fraction < 1.0,
+       f"--val_fraction must lie in [0, 1), got {config.val_fraction}.")
+  recipes = config.view_recipes
+  need(len(recipes) == spec.num_views, f"{spec.name} trains on {spec.num_views} view(s), but "
+       f"--view_recipes names {len(recipes)}: {','.join(recipes)}.")
+  for r in recipes:
+    need(r in augment.PRESETS, f"unknown augmentation recipe {r!r} in --view_recipes; valid "
+         f"names: {', '.join(sorted(augment.PRESETS))}.")
+  try:
+    optim.check_schedule(config)
+    xla_cpu.check_ynn_fusions(config.cpu_ynn_fusions)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  scale = config.model.get("backbone_lr_scale", 1.0)
+  need(_is_number(scale) and math.isfinite(scale) and scale >= 0,
+       f"--backbone_lr_scale must be finite and >= 0, got {scale}.")
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool)

@@ -53,6 +53,13 @@ class MetricsWriter:
       for k, v in clean.items():
         self._tb.add_scalar(tensorboard_tag(k), v, int(step))
 
+  def event(self, step: int, name: str, **fields: Any) -> None:
+    """Appends ``{"step": s, "event": name, **fields}`` (e.g. a resume and what it changed)."""
+    if not self._enabled:
+      return
+    self._jsonl.write(json.dumps({"step": int(step), "event": name, **fields}, default=str) + "\n")
+    self._jsonl.flush()
+
   def close(self) -> None:
     if self._jsonl is not None:
       self._jsonl.close()
