@@ -373,3 +373,27 @@ def test_bad_input(op):
     op(x, direction="up")
   with pytest.raises(ValueError, match="axis"):
     op(x, axis=3)
+
+
+@pytest.mark.parametrize("op", [sorting.soft_rank, sorting.soft_sort])
+@pytest.mark.parametrize("shape,axis", [((0,), -1), ((3, 0), -1), ((0, 4), 0), ((2, 0, 3), 1)])
+def test_empty_axis_raises_value_error_naming_the_argument(op, shape, axis):
+  # Used to raise ZeroDivisionError from the [B, n] reshape.
+  with pytest.raises(ValueError, match=rf"{op.__name__}: values must have at least one element "
+                                       rf"along axis {axis}"):
+    op(jnp.zeros(shape), axis=axis)
+
+
+@pytest.mark.parametrize("op", [sorting.soft_rank, sorting.soft_sort])
+def test_empty_leading_axes_give_empty_result(op):
+  for shape, axis in (((0, 3), -1), ((2, 0, 3), -1), ((2, 0, 3), 0)):
+    out = op(jnp.zeros(shape), axis=axis)
+    assert out.shape == shape and out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("op", [sorting.softsort, sorting.neuralsort])
+def test_relaxed_permutations_of_an_empty_last_axis_raise(op):
+  for shape in ((0,), (3, 0)):
+    with pytest.raises(ValueError, match=rf"{op.__name__}: scores must have at least one element"):
+      op(jnp.zeros(shape))
+  assert op(jnp.zeros((0, 3))).shape == (0, 3, 3)

@@ -53,6 +53,13 @@ def _as_float(x, fn: str, name: str = "values") -> jax.Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
+def _check_last_axis(x: jax.Array, fn: str, name: str = "scores") -> None:
+  """Raises ValueError if the last axis (the one sorted) is empty."""
+  if x.shape[-1] == 0:
+    raise ValueError(f"{fn}: {name} must have at least one element along the last axis (the "
+                     f"axis to sort), got shape {tuple(x.shape)}.")
+
+
 def _straight_through(soft: jax.Array, perm: jax.Array) -> jax.Array:
   """``soft + sg(one_hot(perm) − soft)``: forward the exact permutation matrix, backward ``soft``."""
   hard = jax.nn.one_hot(perm, soft.shape[-1], dtype=soft.dtype)
@@ -88,7 +95,8 @@ def softsort(scores: jax.Array, *, temperature=1.0, hard: bool = False,
   (``P + sg(P_hard − P)``, straight-through).
 
   Args:
-    scores: ``[..., n]`` floating scores; leading axes are batch axes.
+    scores: ``[..., n]`` floating scores, ``n >= 1`` (an empty last axis raises ``ValueError``);
+      leading axes are batch axes (they may be empty).
     temperature: ``τ > 0``. Small ``τ`` → nearly hard permutation.
     hard: straight-through one-hot forward.
     descending: sort largest first (rank 0 = max). ``False`` sorts ascending.
@@ -105,6 +113,7 @@ def softsort(scores: jax.Array, *, temperature=1.0, hard: bool = False,
     [1, 2, 0]
   """
   s = _as_float(scores, "softsort", "scores")
+  _check_last_axis(s, "softsort")
   _check_positive("temperature", temperature, "softsort")
   sorted_s = jnp.sort(s, axis=-1, descending=descending)
   logits = -jnp.abs(sorted_s[..., :, None] - s[..., None, :]) / temperature
@@ -128,7 +137,7 @@ def neuralsort(scores: jax.Array, *, temperature=1.0, hard: bool = False,
   exact permutation matrix (ties broken by lower index first), as in :func:`softsort`.
 
   Args:
-    scores: ``[..., n]`` floating scores.
+    scores: ``[..., n]`` floating scores, ``n >= 1`` (an empty last axis raises ``ValueError``).
     temperature: ``τ > 0``.
     hard: straight-through one-hot forward.
     descending: rank 0 = largest score.
@@ -141,6 +150,7 @@ def neuralsort(scores: jax.Array, *, temperature=1.0, hard: bool = False,
     [1, 2, 0]
   """
   s = _as_float(scores, "neuralsort", "scores")
+  _check_last_axis(s, "neuralsort")
   _check_positive("temperature", temperature, "neuralsort")
   n = s.shape[-1]
   z = s if descending else -s
@@ -184,12 +194,16 @@ def _check_args(fn, values, regularization_strength, regularization, direction):
   return x, d
 
 
-def _to_rows(x: jax.Array, axis: int):
-  """``[..., n, ...]`` → (``[B, n]``, restore-function)."""
+def _to_rows(x: jax.Array, axis: int, fn: str = "soft_rank"):
+  """``[..., n, ...]`` → (``[B, n]``, restore-function); ``n`` must be at least 1."""
+  shape = x.shape
   try:
     x = jnp.moveaxis(x, axis, -1)
   except (ValueError, np.exceptions.AxisError) as e:
     raise ValueError(f"axis {axis} is out of range for values of shape {x.shape}.") from e
+  if x.shape[-1] == 0:
+    raise ValueError(f"{fn}: values must have at least one element along axis {axis} (the axis "
+                     f"to sort or rank), got shape {tuple(shape)}.")
   lead = x.shape[:-1]
   rows = x.reshape(-1, x.shape[-1])
   return rows, lambda y: jnp.moveaxis(y.reshape(*lead, y.shape[-1]), -1, axis)
@@ -198,8 +212,8 @@ def _to_rows(x: jax.Array, axis: int):
 def _along_axis(rows_fn, fn, values, regularization_strength, regularization, direction, axis):
   """Checks the arguments, applies ``rows_fn([B, n], ε, kl, descending)`` along ``axis``."""
   x, d = _check_args(fn, values, regularization_strength, regularization, direction)
-  rows, restore = _to_rows(x, axis)
-  if rows.shape[-1] == 0:
+  rows, restore = _to_rows(x, axis, fn)
+  if rows.shape[0] == 0:  # empty leading axes: nothing to sort
     return x
   return restore(rows_fn(rows, regularization_strength, regularization == "kl", d == "descending"))
 
@@ -474,7 +488,8 @@ def soft_rank(values: jax.Array, *, regularization_strength=1.0, regularization:
   are computed in float32).
 
   Args:
-    values: ``[..., n, ...]`` floating array; ranked along ``axis``.
+    values: ``[..., n, ...]`` floating array; ranked along ``axis``, which must be non-empty
+      (``n >= 1``; an empty axis raises ``ValueError``, other axes may be empty).
     regularization_strength: ``ε > 0``; smaller is closer to hard ranks.
     regularization: ``"l2"`` or ``"kl"``.
     direction: ``"ascending"`` (rank 1 = smallest) or ``"descending"`` (rank 1 = largest).
@@ -513,7 +528,8 @@ def soft_sort(values: jax.Array, *, regularization_strength=1.0, regularization:
   softmax of the values within them: KL).
 
   Args:
-    values: ``[..., n, ...]`` floating array; sorted along ``axis``.
+    values: ``[..., n, ...]`` floating array; sorted along ``axis``, which must be non-empty
+      (``n >= 1``; an empty axis raises ``ValueError``, other axes may be empty).
     regularization_strength: ``ε > 0``.
     regularization: ``"l2"`` or ``"kl"``.
     direction: ``"ascending"`` or ``"descending"``.
