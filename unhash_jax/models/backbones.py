@@ -1,8 +1,15 @@
 """Backbones (Flax NNX) and their registry.
 
 Every backbone maps normalised images ``[B, H, W, C]`` (float) to :class:`Features`: a pooled feature
-``[B, D]`` and spatial/patch tokens ``[B, P, D]`` (WCH needs the tokens). Later issues register VGG-16,
-ResNet-50, MobileNetV2 and ViT here with pretrained weights.
+``[B, D]`` and spatial/patch tokens ``[B, P, D]`` (WCH needs the tokens), and has a ``feature_dim``
+attribute (``D``). The call is ``backbone(x, *, train=False, key=None)``: ``train`` runs BatchNorm on
+batch statistics; a backbone with dropout (VGG-16's fc6/fc7, ``dropout_rate > 0``) applies it iff
+``key`` is given, whatever ``train`` is (CIBHash keeps the dropout of its frozen VGG active), and the
+others ignore ``key``.
+
+Registered: the from-scratch ``mlp``, ``mlp2``, ``small_cnn``, ``flatten``, ``tiny`` and the ImageNet
+architectures ``vgg16``, ``resnet50``, ``mobilenet_v2``, ``vit_b16`` (randomly initialised here;
+:func:`unhash_jax.models.pretrained.load_pretrained` builds them with torchvision/timm weights).
 """
 
 from __future__ import annotations
@@ -36,8 +43,9 @@ class MLPBackbone(nnx.Module):
     self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])])
     self.feature_dim = dims[-1]
 
-  def __call__(self, x: jax.Array, *, train: bool = False) -> Features:
-    del train
+  def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
+               ) -> Features:
+    del train, key
     h = x.reshape(x.shape[0], -1)
     for layer in self.layers:
       h = jax.nn.relu(layer(h))
@@ -72,7 +80,9 @@ class SmallCNN(nnx.Module):
     self.num_stages = len(widths)
     self.feature_dim = channels
 
-  def __call__(self, x: jax.Array, *, train: bool = False) -> Features:
+  def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
+               ) -> Features:
+    del key
     h = x
     for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
       h = jax.nn.relu(norm(conv(h), use_running_average=not train))
@@ -93,7 +103,9 @@ class _TinyNet(nnx.Module):
     self.norm = nnx.BatchNorm(16, momentum=0.9, rngs=rngs)
     self.feature_dim = 16
 
-  def __call__(self, x: jax.Array, *, train: bool = False) -> Features:
+  def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
+               ) -> Features:
+    del key
     h = jax.nn.relu(self.norm(self.proj(x.reshape(x.shape[0], -1)), use_running_average=not train))
     return Features(h, h[:, None, :])
 
@@ -108,8 +120,9 @@ class FlattenBackbone(nnx.Module):
       dim *= int(s)
     self.feature_dim = dim
 
-  def __call__(self, x: jax.Array, *, train: bool = False) -> Features:
-    del train
+  def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
+               ) -> Features:
+    del train, key
     h = x.reshape(x.shape[0], -1)
     return Features(h, h[:, None, :])
 
@@ -119,14 +132,22 @@ class FlattenBackbone(nnx.Module):
 IN_BACKBONE = nnx.PathContains("backbone")
 
 
-def backbone_features(backbone: nnx.Module, x: jax.Array, *, train: bool, frozen: bool) -> Features:
-  """``backbone(x)``; when ``frozen``: BatchNorm in inference mode and gradients stopped at the output.
+def uses_dropout(backbone: nnx.Module) -> bool:
+  """Whether ``backbone`` has dropout, i.e. reads the ``key`` of its call (``dropout_rate > 0``)."""
+  return float(getattr(backbone, "dropout_rate", 0.0)) > 0
+
+
+def backbone_features(backbone: nnx.Module, x: jax.Array, *, train: bool, frozen: bool,
+                      key: jax.Array | None = None) -> Features:
+  """``backbone(x, train=train, key=key)``; when ``frozen``: BatchNorm in inference mode and
+  gradients stopped at the output, the backbone's dropout still drawn from ``key`` if given (the
+  official CIBHash trains its head on a frozen VGG-16 with fc6/fc7 dropout active).
 
   (The trainer also keeps a frozen backbone's parameters out of the optimizer.)
   """
   if frozen:
-    return Features(*(jax.lax.stop_gradient(a) for a in backbone(x, train=False)))
-  return backbone(x, train=train)
+    return Features(*(jax.lax.stop_gradient(a) for a in backbone(x, train=False, key=key)))
+  return backbone(x, train=train, key=key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,3 +184,38 @@ register_backbone(BackboneSpec("mlp2", functools.partial(MLPBackbone, hidden=(51
 register_backbone(BackboneSpec("small_cnn", SmallCNN, "6-conv BN CNN, from scratch (32x32 images)"))
 register_backbone(BackboneSpec("flatten", FlattenBackbone, "identity on pre-extracted features"))
 register_backbone(BackboneSpec("tiny", _TinyNet, "one linear layer + BN, for tests only"))
+
+
+# ImageNet architectures (torchvision's forwards). Their modules import this one (Features), so they
+# are imported when a backbone is built, not here.
+def _make_vgg16(input_shape: Sequence[int], *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+  from unhash_jax.models.vgg import VGG16  # noqa: PLC0415
+  return VGG16(input_shape, rngs=rngs, **kwargs)
+
+
+def _make_resnet50(input_shape: Sequence[int], *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+  from unhash_jax.models.resnet import ResNet50  # noqa: PLC0415
+  return ResNet50(input_shape, rngs=rngs, **kwargs)
+
+
+def _make_mobilenet_v2(input_shape: Sequence[int], *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+  from unhash_jax.models.mobilenet import MobileNetV2  # noqa: PLC0415
+  return MobileNetV2(input_shape, rngs=rngs, **kwargs)
+
+
+def _make_vit_b16(input_shape: Sequence[int], *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+  from unhash_jax.models.vit import ViT  # noqa: PLC0415
+  h, w = int(input_shape[0]), int(input_shape[1])
+  if h != w:
+    raise ValueError(f"vit_b16 needs square images, got {h}x{w}")
+  return ViT(image_size=h, in_channels=int(input_shape[2]), rngs=rngs, **kwargs)
+
+
+register_backbone(BackboneSpec("vgg16", _make_vgg16,
+                               "torchvision VGG-16: fc7 (4096) pooled, last conv map tokens"))
+register_backbone(BackboneSpec("resnet50", _make_resnet50,
+                               "torchvision ResNet-50 v1.5: global average (2048), final map tokens"))
+register_backbone(BackboneSpec("mobilenet_v2", _make_mobilenet_v2,
+                               "torchvision MobileNetV2: mean of the 1280-channel map, its tokens"))
+register_backbone(BackboneSpec("vit_b16", _make_vit_b16,
+                               "ViT-B/16 (torchvision or timm weights): CLS (768), 196 patch tokens"))

@@ -6,7 +6,7 @@ import jax
 from flax import nnx
 
 from unhash_jax.dropout import dropout
-from unhash_jax.models.backbones import Features, backbone_features
+from unhash_jax.models.backbones import Features, backbone_features, uses_dropout
 
 
 class HashHead(nnx.Module):
@@ -33,6 +33,11 @@ class HashEncoder(nnx.Module):
       VGG's fc7 dropout active while the backbone is frozen, docs/methods.md §2.1); drawn with
       :func:`unhash_jax.dropout.dropout` (16-bit uniforms, a quarter of ``nnx.Dropout``'s threefry
       evaluations).
+
+  Keys: in training (``train=True``) a backbone with its own dropout (VGG-16's fc6/fc7,
+  :func:`~unhash_jax.models.backbones.uses_dropout`) gets one half of ``jax.random.split(key)``,
+  frozen or not, and ``feature_dropout`` the other; with any other backbone ``key`` goes to
+  ``feature_dropout`` unchanged. At ``train=False`` nothing drops out.
   """
 
   def __init__(self, backbone: nnx.Module, bits: int, *, hidden: int = 1024,
@@ -42,12 +47,20 @@ class HashEncoder(nnx.Module):
     self.frozen_backbone = frozen_backbone
     self.feature_dropout = float(feature_dropout)
 
-  def features(self, x: jax.Array, *, train: bool = False) -> Features:
-    return backbone_features(self.backbone, x, train=train, frozen=self.frozen_backbone)
+  def features(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
+               ) -> Features:
+    """The backbone's :class:`Features`; ``key`` drives the backbone's own dropout, if any."""
+    return backbone_features(self.backbone, x, train=train, frozen=self.frozen_backbone, key=key)
 
   def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
                ) -> jax.Array:
-    h = self.features(x, train=train).pooled
+    backbone_key = None
+    if train and uses_dropout(self.backbone):
+      if key is None:
+        raise ValueError("HashEncoder: its backbone has dropout, so it needs a PRNG key when "
+                         "train=True")
+      backbone_key, key = jax.random.split(key)
+    h = self.features(x, train=train, key=backbone_key).pooled
     if self.feature_dropout > 0 and train:
       if key is None:
         raise ValueError("HashEncoder with feature_dropout > 0 needs a PRNG key when train=True")
