@@ -26,6 +26,7 @@ and the problem.
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import json
@@ -172,6 +173,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
     self._path, self._storage_for = path, storage_for
 
   def find_class(self, module: str, name: str):
+    # Protocol-2 pickles name Python 2 modules (``__builtin__``); map them as pickle's own
+    # find_class does, so that names are checked (and reported) as Python 3 spells them.
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+      module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+      module = _compat_pickle.IMPORT_MAPPING[module]
     try:
       return _ALLOWED[(module, name)]
     except KeyError:
@@ -221,7 +228,7 @@ def _tensor_to_numpy(t: _LazyTensor, path: str) -> np.ndarray:
         f"holds {flat.size}; the file is truncated or corrupt.")
   item = flat.dtype.itemsize
   view = np.lib.stride_tricks.as_strided(flat[offset:], shape, tuple(s * item for s in strides))
-  return np.array(view)   # contiguous copy, independent of the storage
+  return np.array(view, order="C")   # a C-contiguous copy, independent of the storage
 
 
 def _materialize(obj: Any, path: str) -> Any:
@@ -453,10 +460,12 @@ def _kind(path: str) -> str:
     head = f.read(16)
   if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
     return "zip"
-  if head[:2] == b"\x80\x02" or head[:1] == b"\x80":
-    return "legacy"
-  if len(head) >= 9 and head[8:9] == b"{":
+  # safetensors: an 8-byte little-endian header size, then the JSON header. (Checked before the
+  # pickle's PROTO opcode 0x80, which the size's first byte can also be.)
+  if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < os.path.getsize(path):
     return "safetensors"
+  if head[:1] == b"\x80":   # pickle PROTO: torch's legacy stream starts with the magic number
+    return "legacy"
   if path.endswith(".safetensors"):
     return "safetensors"
   try:
