@@ -2,6 +2,13 @@
 
 Imports only ``jax`` and ``numpy`` so that ``from unhash_jax import ops`` is cheap and TPU-safe.
 
+Method-specific operations live in one module per idea and are re-exported here, so users call
+``ops.X``: :func:`knn_indices`, :func:`snn_pseudo_labels` (DDH, :mod:`unhash_jax.pseudo_labels`,
+NumPy, host-side); :func:`mutual_attention`, :func:`patch_max_mean_similarity` (WCH,
+:mod:`unhash_jax.patch_similarity`); :func:`wta_permutations`, :func:`wta_codes`,
+:func:`wta_similarity` (HARR, :mod:`unhash_jax.wta`); :func:`batch_standardize` (FDBH,
+:mod:`unhash_jax.standardize`).
+
 Conventions (docs/methods.md §1.1, §3):
   * ``sign₀(x) = +1 if x >= 0 else -1`` — exact zeros map to +1, never ``jnp.sign``.
   * Codes are int8 ``{-1, +1}`` arrays ``[..., bits]``; packed codes are
@@ -15,6 +22,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from unhash_jax.patch_similarity import mutual_attention, patch_max_mean_similarity
+from unhash_jax.pseudo_labels import knn_indices, snn_pseudo_labels
+from unhash_jax.standardize import batch_standardize
+from unhash_jax.wta import wta_codes, wta_permutations, wta_similarity
+
+__all__ = [
+    "WORD_BITS", "batch_standardize", "bernoulli_codes", "binarize", "knn_indices",
+    "mutual_attention", "num_words", "pack_bits", "patch_max_mean_similarity",
+    "snn_pseudo_labels", "ste_sign", "unpack_bits", "wta_codes", "wta_permutations",
+    "wta_similarity",
+]
 
 WORD_BITS = 32
 
