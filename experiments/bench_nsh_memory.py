@@ -135,7 +135,9 @@ def train_step_times(ns, bits, reps) -> dict:
   from unhash_jax.methods import resolve_config
 
   config = resolve_config(Config(method="nsh", dataset="digits", bits=bits))
-  model = nsh_method.make_model(config, (8, 8, 1), nnx.Rngs(params=0))
+  from unhash_jax.methods.contract import BuildContext
+  model = nsh_method.make_model(config, BuildContext(input_shape=(8, 8, 1), num_train=max(ns),
+                                                     rngs=nnx.Rngs(params=0)))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   tx = optax.adam(1e-3)
   kw = nsh_method.loss_kwargs(config.hparams)

@@ -87,6 +87,8 @@ from unhash_jax import xla_cpu  # noqa: E402
 from unhash_jax.config import Config  # noqa: E402
 from unhash_jax.methods import cibhash as cibhash_method  # noqa: E402
 from unhash_jax.methods import resolve_config  # noqa: E402
+from unhash_jax.methods.contract import BuildContext, StepBatch, StepContext  # noqa: E402
+from unhash_jax.optim import RunPlan  # noqa: E402
 
 try:
   import torch
@@ -146,10 +148,23 @@ def build_jax(case: str, bits: int, dropout: float, seed: int = 0):
   """Model, its split and the optimizer exactly as unhash_jax.train.create_train_state does."""
   config = _config(case, bits, dropout)
   spec = cibhash_method.CIBHASH
-  model = spec.make_model(config, _input_shape(case), nnx.Rngs(params=seed))
+  model = spec.make_model(config, BuildContext(input_shape=_input_shape(case),
+                                               num_train=config.batch_size,
+                                               rngs=nnx.Rngs(params=seed)))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  tx = spec.make_optimizer(config)
+  tx = spec.make_optimizer(config, RunPlan(num_train=config.batch_size,
+                                           batch_size=config.batch_size, steps_per_epoch=1,
+                                           total_steps=1))
   return model, graphdef, params, rest, tx, config
+
+
+def _batch(view1, view2) -> StepBatch:
+  return StepBatch(views=(view1, view2), position=jnp.arange(view1.shape[0]), tables={})
+
+
+def _ctx(key, hparams) -> StepContext:
+  return StepContext(key=key, step=jnp.int32(0), total_steps=jnp.int32(1), steps_per_epoch=1,
+                     num_train=1, hparams=hparams)
 
 
 def make_jax_step(graphdef, tx, hparams, compiler_options=None):
@@ -164,7 +179,7 @@ def make_jax_step(graphdef, tx, hparams, compiler_options=None):
 
     def loss_fn(p):
       model = nnx.merge(graphdef, p, rest, copy=True)  # fresh Variables at this trace level (BN)
-      loss, _ = cibhash_method.compute_loss(model, view1, view2, key=key, hparams=hparams)
+      loss, _ = cibhash_method.compute_loss(model, _batch(view1, view2), _ctx(key, hparams))
       _, _, new_rest = nnx.split(model, nnx.Param, ...)
       return loss, new_rest
 
@@ -182,7 +197,7 @@ def make_jax_loss_and_grads(graphdef, hparams):
   def f(params, rest, view1, view2, key):
     def loss_fn(p):
       model = nnx.merge(graphdef, p, rest, copy=True)  # fresh Variables at this trace level (BN)
-      return cibhash_method.compute_loss(model, view1, view2, key=key, hparams=hparams)[0]
+      return cibhash_method.compute_loss(model, _batch(view1, view2), _ctx(key, hparams))[0]
     return jax.value_and_grad(loss_fn)(params)
 
   return jax.jit(f)

@@ -19,7 +19,6 @@ by the method's preset; optional label; optional workdir to keep, e.g. a pretrai
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -35,17 +34,14 @@ def main(argv: list[str]) -> None:
   from absl import logging
   from unhash_jax import train
   from unhash_jax.config import Config
-  from unhash_jax.methods.registry import REGISTRY
   logging.set_verbosity(logging.WARNING)
 
   overrides = json.loads(argv[1]) if len(argv) > 1 else {}
   label = argv[2] if len(argv) > 2 else json.dumps(overrides, sort_keys=True)
   base = {"method": "nsh", "dataset": "digits", "bits": 32}
   recipes = overrides.pop("_recipes", None)
-  if recipes is not None:  # harness-only key: the method's (view1, view2) recipes on digits
-    spec = REGISTRY[overrides.get("method", base["method"])]
-    REGISTRY[spec.name] = dataclasses.replace(
-        spec, recipes={**spec.recipes, base["dataset"]: tuple(recipes)})
+  if recipes is not None:  # earlier sweeps' key for the (view1, view2) recipes: a config field now
+    overrides["view_recipes"] = tuple(recipes)
   config = Config.from_dict({**base, **overrides})
   with tempfile.TemporaryDirectory() as tmp:
     workdir = argv[3] if len(argv) > 3 else tmp

@@ -55,9 +55,27 @@ def test_two_step_run_prints_metrics_and_writes_results(tmp_path, data_dir):
     ("--no_such_flag=1", ["usage error"]),
     ("--lr_schedule=linear", ["usage error", "cosine"]),
     ("--cpu_ynn_fusions=convs", ["usage error", "dots_reductions"]),
-    ("--warmup_steps=-1", ["--warmup_steps must be >= 0"]),
+    ("--warmup_steps=-1", ["--warmup_steps must be an integer >= 0, got -1"]),
     ("--batch_size=4096", ["1497 images, fewer than one batch of 4096"]),
     ("--lr_schedule=cosine --warmup_steps=5 --steps=5", ["--warmup_steps=5", "5-step run"]),
+    # Degenerate values: each names the flag and what it must be.
+    ("--temperature=0", ["--temperature=0.0", "> 0"]),
+    ("--temperature=inf", ["--temperature=inf", "finite"]),
+    ("--kl_weight=-5", ["--kl_weight=-5.0", ">= 0"]),
+    ("--num_positives=0 --method=nsh", ["--num_positives=0", ">= 1"]),
+    ("--eval_every=-1", ["--eval_every must be an integer >= 0, got -1"]),
+    ("--checkpoint_every=-3", ["--checkpoint_every must be an integer >= 0, got -3"]),
+    ("--log_every=0", ["--log_every must be an integer >= 1, got 0"]),
+    ("--learning_rate=inf", ["--learning_rate must be a finite number > 0, got inf"]),
+    ("--learning_rate=0", ["--learning_rate must be a finite number > 0"]),
+    ("--weight_decay=-1", ["--weight_decay must be finite and >= 0"]),
+    ("--val_fraction=1.5", ["--val_fraction must lie in [0, 1)"]),
+    ("--dataset=digits --archive=/tmp/x.tar.gz", ["--dataset=digits", "embedded"]),
+    ("--dataset=image_folder", ["--dataset=image_folder needs --archive"]),
+    ("--preset=nope", ["no preset 'nope'", "digits"]),
+    ("--view_recipes=digits", ["2 view(s)", "--view_recipes names 1"]),
+    ("--view_recipes=digits,blurry", ["unknown augmentation recipe 'blurry'"]),
+    ("--lr_schedule=log_epoch", ["--final_learning_rate > 0"]),
 ])
 def test_usage_errors_exit_2_with_a_clear_message(flag, needles, data_dir, tmp_path):
   if flag == "--nce_temperature=0.1":

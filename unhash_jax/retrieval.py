@@ -168,6 +168,34 @@ def _check_code_array(x: Any, name: str) -> None:
         "all map to +1); convert {{0,1}} bits with 2*b-1 first.")
   if not (np.issubdtype(dt, np.number) or dt == jnp.bfloat16):
     raise ValueError(f"{name} must be numeric, got dtype {dt}.")
+  if np.issubdtype(dt, np.floating) or dt == jnp.bfloat16:
+    _check_finite(x, name)
+
+
+_FINITE_CHECK_ROWS = 1 << 16  # rows per chunk of the non-finite scan (bounded extra memory)
+
+
+def _check_finite(x: Any, name: str) -> None:
+  """Raises ValueError on NaN/±inf codes: ``sign₀(NaN)`` would silently rank them as −1 bits.
+
+  Skipped for traced arrays (inside a user's ``jax.jit``), whose values are unknown.
+  """
+  try:
+    host = np.asarray(x)
+  except jax.errors.TracerArrayConversionError:
+    return
+  for start in range(0, host.shape[0], _FINITE_CHECK_ROWS):
+    block = np.asarray(host[start:start + _FINITE_CHECK_ROWS], dtype=np.float32)
+    bad = ~np.isfinite(block)
+    if bad.any():
+      row, col = np.argwhere(bad)[0]
+      total = int(bad.sum()) + sum(
+          int((~np.isfinite(np.asarray(host[s:s + _FINITE_CHECK_ROWS], np.float32))).sum())
+          for s in range(start + _FINITE_CHECK_ROWS, host.shape[0], _FINITE_CHECK_ROWS))
+      raise ValueError(
+          f"{name} holds {total} non-finite value(s) (NaN or ±inf; the first at row "
+          f"{start + row}, bit {col}). Codes must be finite: sign₀ would rank NaN as -1. A NaN "
+          f"usually means the model diverged (a lower learning rate helps).")
 
 
 def _prepare_codes(query_codes: Any, database_codes: Any) -> tuple[np.ndarray, np.ndarray, int]:

@@ -45,6 +45,10 @@ class NonFiniteLossError(RuntimeError):
   """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
 
 
+class NonFiniteCodesError(NonFiniteLossError):
+  """The model's test outputs (codes before ``sign₀``) hold NaN/inf: the model diverged."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
   """Ctrl-C (SIGINT) during training; the message says where the last checkpoint is."""
 
@@ -260,6 +264,11 @@ def encode_indices(encode_fn, state, source: builders.Source, indices: np.ndarra
   codes = np.concatenate(chunks, axis=0) if chunks else np.zeros((0, 0), np.float32)
   if len(codes) != len(indices):
     raise AssertionError(f"encoded {len(codes)} items for {len(indices)} indices")
+  bad = ~np.isfinite(codes)
+  if bad.any():
+    raise NonFiniteCodesError(
+        f"the model's outputs are non-finite for {int(bad.any(axis=1).sum())} of {len(codes)} "
+        f"images (NaN/inf codes cannot be ranked): the model diverged. Try a lower --learning_rate.")
   return codes
 
 
@@ -447,14 +456,6 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     TrainingInterrupted: Ctrl-C; the message names the last checkpoint.
   """
   config = resolve_config(config)
-  if run_logging.is_writer():
-    with workdir_lib.WorkdirLock(workdir):
-      return _train_and_evaluate(config, workdir)
-  return _train_and_evaluate(config, workdir)
-
-
-def _train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
-  writer_process = run_logging.is_writer()
   logging.info("Process %d/%d, %d local / %d global devices (%s), workdir %s",
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform, workdir)
@@ -465,6 +466,16 @@ def _train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     check_schedule(config, plan)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  # Nothing was written so far; from here on the workdir is this run's alone.
+  if run_logging.is_writer():
+    with workdir_lib.WorkdirLock(workdir):
+      return _train_and_evaluate(config, workdir, source, splits, plan)
+  return _train_and_evaluate(config, workdir, source, splits, plan)
+
+
+def _train_and_evaluate(config: Config, workdir: str, source, splits, plan: RunPlan
+                        ) -> dict[str, Any]:
+  writer_process = run_logging.is_writer()
   spec = get_method(config.method)
   mesh = parallel.make_data_mesh()
   manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)

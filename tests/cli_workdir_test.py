@@ -1,0 +1,166 @@
+"""The CLI and one workdir, as a hostile user drives them: two runs at once, a killed run, Ctrl-C,
+resumes with other settings, a truncated checkpoint, collapsed codes, a data set too small."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--backbone=tiny", "--bits=16", "--batch_size=32", "--eval_every=0", "--log_every=1"]
+
+
+def _env():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def run_cli(*args, timeout=300):
+  return subprocess.run([sys.executable, "-m", "unhash_jax.main", *args], cwd=REPO, env=_env(),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(*args):
+  return subprocess.Popen([sys.executable, "-m", "unhash_jax.main", *args], cwd=REPO, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, proc, timeout=180):
+  t0 = time.time()
+  while not os.path.exists(path):
+    if proc.poll() is not None:
+      raise AssertionError(f"the run ended early: {proc.stderr.read()[-3000:]}")
+    if time.time() - t0 > timeout:
+      raise AssertionError(f"{path} did not appear within {timeout} s")
+    time.sleep(0.2)
+
+
+def _one_paragraph(stderr):
+  """The CLI's own error line (absl INFO/WARNING lines aside) and no traceback."""
+  assert "Traceback" not in stderr, stderr[-3000:]
+  ours = [l for l in stderr.splitlines() if l.startswith("unhash_jax:")]
+  assert len(ours) == 1, stderr[-3000:]
+  return ours[0]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("data"))
+
+
+@pytest.mark.slow
+def test_second_run_on_a_busy_workdir_refuses_and_a_killed_run_does_not_block(tmp_path, data_dir):
+  workdir = str(tmp_path / "run")
+  args = [f"--workdir={workdir}", f"--data_dir={data_dir}", *FAST]
+  first = start_cli("--steps=100000", "--checkpoint_every=5", *args)
+  try:
+    _wait_for(os.path.join(workdir, "checkpoints", "5"), first)
+    second = run_cli("--steps=100000", "--checkpoint_every=5", *args)
+    assert second.returncode == 1
+    line = _one_paragraph(second.stderr)
+    assert "in use by another run" in line and f"pid {first.pid}" in line
+  finally:
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+  # The killed run's lock died with it: the same command resumes (a longer run is allowed).
+  resumed = run_cli("--steps=12", "--checkpoint_every=5", *args)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  events = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  resume = [e for e in events if e.get("event") == "resume"]
+  assert len(resume) == 1 and resume[0]["step"] >= 5
+  assert resume[0]["changed"]["steps"] == [100000, 12]
+  assert json.load(open(os.path.join(workdir, "config.json")))["steps"] == 100000  # never rewritten
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_naming_the_last_checkpoint(tmp_path, data_dir):
+  workdir = str(tmp_path / "run")
+  proc = start_cli("--steps=100000", "--checkpoint_every=5", f"--workdir={workdir}",
+                   f"--data_dir={data_dir}", *FAST)
+  _wait_for(os.path.join(workdir, "checkpoints", "5"), proc)
+  proc.send_signal(signal.SIGINT)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 130, stderr[-3000:]
+  line = _one_paragraph(stderr)
+  assert "interrupted at step" in line and "last checkpoint is step" in line
+  assert os.path.join(workdir, "checkpoints") in line and "resume" in line
+
+
+@pytest.mark.slow
+def test_resume_with_training_settings_changed_is_refused_and_config_kept(tmp_path, data_dir):
+  workdir = tmp_path / "run"
+  args = [f"--workdir={workdir}", f"--data_dir={data_dir}", *FAST]
+  assert run_cli("--steps=2", *args).returncode == 0
+  config_bytes = (workdir / "config.json").read_bytes()
+  metrics_bytes = (workdir / "metrics.jsonl").read_bytes()
+  for flag, needle in (("--learning_rate=1e38", "--learning_rate: 0.001 there, 1e+38 now"),
+                       ("--seed=3", "--seed: 0 there, 3 now"),
+                       ("--kl_weight=0.5", "--hparams")):
+    proc = run_cli("--steps=4", flag, *args)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = _one_paragraph(proc.stderr)
+    assert needle in line and "nothing was changed" in line
+    assert (workdir / "config.json").read_bytes() == config_bytes
+    assert (workdir / "metrics.jsonl").read_bytes() == metrics_bytes
+  # Under a length-dependent schedule the length cannot change either.
+  cosine = tmp_path / "cosine"
+  assert run_cli("--steps=2", "--lr_schedule=cosine", f"--workdir={cosine}",
+                 f"--data_dir={data_dir}", *FAST).returncode == 0
+  proc = run_cli("--steps=4", "--lr_schedule=cosine", f"--workdir={cosine}",
+                 f"--data_dir={data_dir}", *FAST)
+  assert proc.returncode == 2 and "depends on the run's length" in _one_paragraph(proc.stderr)
+
+
+@pytest.mark.slow
+def test_truncated_checkpoint_gives_one_paragraph_and_is_kept(tmp_path, data_dir):
+  workdir = tmp_path / "run"
+  args = [f"--workdir={workdir}", f"--data_dir={data_dir}", *FAST]
+  assert run_cli("--steps=4", "--checkpoint_every=2", *args).returncode == 0
+  files = [os.path.join(r, f) for r, _, fs in os.walk(workdir / "checkpoints" / "4" / "state")
+           for f in fs]
+  biggest = max(files, key=os.path.getsize)
+  os.truncate(biggest, os.path.getsize(biggest) // 3)
+  size = os.path.getsize(biggest)
+  proc = run_cli("--steps=6", "--checkpoint_every=2", *args)
+  assert proc.returncode == 1
+  line = _one_paragraph(proc.stderr)
+  assert "unreadable or corrupt" in line and "step 4" in line and "steps [2]" in line
+  assert "TensorStore({" not in proc.stderr and len(proc.stderr.splitlines()) < 40
+  assert os.path.getsize(biggest) == size
+
+
+@pytest.mark.slow
+def test_collapsed_codes_are_reported(tmp_path, data_dir):
+  workdir = tmp_path / "run"
+  proc = run_cli("--steps=60", "--learning_rate=1e4", f"--workdir={workdir}",
+                 f"--data_dir={data_dir}", *FAST)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "WARNING:" in proc.stdout and "collapsed" in proc.stdout
+  results = json.load(open(workdir / "results.json"))
+  assert results["warnings"] and results["distinct_codes"] < 15
+  assert "Collapsed codes" in proc.stderr
+
+
+@pytest.mark.slow
+def test_folder_too_small_for_its_protocol_is_a_run_error(tmp_path):
+  from PIL import Image
+  root = tmp_path / "tiny_folder"
+  rng = np.random.default_rng(0)
+  for split in ("train", "test"):
+    for cls in ("a", "b"):
+      os.makedirs(root / split / cls)
+      for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
+            root / split / cls / f"{i}.png")
+  proc = run_cli("--dataset=image_folder", f"--archive={root}", "--protocol=cifar10-i",
+                 f"--workdir={tmp_path / 'w'}", f"--data_dir={tmp_path / 'cache'}", *FAST)
+  assert proc.returncode == 1
+  line = _one_paragraph(proc.stderr)
+  assert "cannot hold protocol 'cifar10-i'" in line and "at least 600 images of class" in line
