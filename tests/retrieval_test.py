@@ -586,3 +586,19 @@ def test_distances_above_255_bits(engine):
   for policy in ("index", "average"):
     got = retrieval.average_precision(q, db, ql, dl, topk=40, tie_policy=policy, engine=engine)
     np.testing.assert_allclose(got, ref_ap(q, db, ql, dl, 40, policy), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_codes_are_refused_naming_where(bad):
+  """sign₀(NaN) is False >= 0, i.e. -1: NaN codes would be ranked silently as -1 bits."""
+  q = np.ones((3, 8), np.float32)
+  db = np.ones((70000, 8), np.float32)  # spans two chunks of the finite scan
+  db[65540, 5] = bad
+  db[2, 1] = bad
+  for fn in (retrieval.mean_average_precision, retrieval.evaluate):
+    with pytest.raises(ValueError, match=r"database_codes holds 2 non-finite value\(s\).*row 2, bit 1"):
+      fn(q, db, np.zeros(3, int), np.zeros(70000, int))
+  with pytest.raises(ValueError, match="query_codes holds 1 non-finite"):
+    retrieval.hamming_distances(np.where(np.arange(8) == 3, bad, 1.0)[None], db[:4])
+  # Inside a user's jit the values are unknown: no check, and the trace still works.
+  jax.jit(retrieval.hamming_distances)(jnp.ones((2, 8)), jnp.ones((3, 8)))
