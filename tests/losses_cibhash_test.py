@@ -132,3 +132,36 @@ def test_bad_shapes_raise(shapes):
 def test_bad_temperature_raises():
   with pytest.raises(ValueError, match="temperature"):
     cibhash_loss(jnp.zeros((4, 8)), jnp.zeros((4, 8)), temperature=0.0)
+
+
+def test_array_likes_are_accepted():
+  # Python lists and numpy arrays used to raise AttributeError ('list' has no attribute 'ndim').
+  rng = np.random.default_rng(5)
+  l1, l2 = rng.normal(size=(2, 4, 6)).astype(np.float32)
+  expect = float(cibhash_loss(jnp.asarray(l1), jnp.asarray(l2)))
+  np.testing.assert_allclose(float(cibhash_loss(l1.tolist(), l2.tolist())), expect, rtol=1e-6)
+  np.testing.assert_allclose(float(cibhash_loss(l1, l2)), expect, rtol=1e-6)
+
+
+@pytest.mark.parametrize("args,match", [
+    ((jnp.zeros((4, 8)), jnp.zeros((4, 8), jnp.int32)),
+     r"cibhash_loss: logits2 must be a floating array \[batch, bits\], got int32"),
+    ((jnp.zeros((4, 8), bool), jnp.zeros((4, 8))),
+     r"cibhash_loss: logits1 must be a floating array \[batch, bits\], got bool"),
+    (([[1, 2], [3, 4]], [[1.0, 2.0], [3.0, 4.0]]),
+     r"cibhash_loss: logits1 must be a floating array \[batch, bits\], got int32"),
+    ((jnp.zeros((4, 8)), jnp.zeros((4, 9))),
+     r"cibhash_loss: logits1 and logits2 must have the same shape \[batch, bits\]"),
+    ((jnp.zeros((4,)), jnp.zeros((4,))), r"cibhash_loss: logits1 must be a non-empty 2-D array"),
+    ((jnp.zeros((4, 8)), "logits"), r"cibhash_loss: logits2 must be an array"),
+])
+def test_errors_name_the_argument(args, match):
+  with pytest.raises(ValueError, match=match):
+    cibhash_loss(*args)
+
+
+def test_non_finite_logits_give_a_non_finite_loss():
+  # Documented: values are not checked under jit; ±inf logits propagate (here to NaN).
+  l1 = jnp.array([[jnp.inf, 1.0], [2.0, -jnp.inf]])
+  assert not np.isfinite(float(cibhash_loss(l1, jnp.ones((2, 2)))))
+  assert not np.isfinite(float(jax.jit(cibhash_loss)(l1, jnp.ones((2, 2)))))

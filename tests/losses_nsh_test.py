@@ -313,3 +313,36 @@ def test_integer_codes_raise():
   with pytest.raises(ValueError, match="floating"):
     nsh_loss(jnp.ones((4, 8), jnp.int32), jnp.ones((4, 8), jnp.int32), jnp.ones((4, 3)),
              jnp.ones((4, 3)))
+
+
+def test_array_likes_are_accepted():
+  # Python lists and numpy arrays used to raise AttributeError ('list' has no attribute 'ndim').
+  args = _problem(6, 5, 8, 4)
+  expect = float(nsh_loss(*_f32(*args)))
+  np.testing.assert_allclose(float(nsh_loss(*(a.tolist() for a in args))), expect, rtol=1e-5)
+  np.testing.assert_allclose(float(nsh_loss(*(a.astype(np.float32) for a in args))), expect,
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("which,value,match", [
+    (1, np.ones((4, 8), np.int32), r"nsh_loss: codes2 must be a floating array \[batch, bits\], "
+                                   r"got int32"),
+    (3, np.ones((4, 3), bool), r"nsh_loss: latents2 must be a floating array \[batch, "
+                               r"latent_dim\], got bool"),
+    (1, np.ones((4, 7)), r"nsh_loss: codes1 and codes2 must have the same shape"),
+    (3, np.ones((5, 3)), r"nsh_loss: latents1 and latents2 must have the same shape"),
+    (0, np.ones(8), r"nsh_loss: codes1 must be a non-empty 2-D array"),
+    (2, None, r"nsh_loss: latents1 must be an array"),
+])
+def test_errors_name_the_argument(which, value, match):
+  args = [np.ones((4, 8)), np.ones((4, 8)), np.ones((4, 3)), np.ones((4, 3))]
+  args[which] = value
+  with pytest.raises(ValueError, match=match):
+    nsh_loss(*args)
+
+
+def test_non_finite_input_gives_a_non_finite_loss():
+  # Documented: values are not checked under jit; an inf code propagates to the loss.
+  b1, b2, l1, l2 = _problem(7, 5, 8, 4)
+  b1[0, 0] = np.inf
+  assert not np.isfinite(float(_loss(*_f32(b1, b2, l1, l2))))

@@ -38,12 +38,13 @@ def cibhash_loss_with_aux(logits1: jax.Array, logits2: jax.Array, *, temperature
                           kl_weight: float = 1e-3, key: jax.Array | None = None
                           ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """:func:`cibhash_loss` plus its terms ``{"contrastive", "kl"}`` (float32 scalars)."""
-  _common.check_pair("cibhash_loss", logits1, logits2)
-  if logits1.shape[0] < 2:
-    raise ValueError(f"cibhash_loss needs a batch of at least 2 images, got {logits1.shape[0]}.")
-  if not temperature > 0:
-    raise ValueError(f"cibhash_loss: temperature must be > 0, got {temperature}.")
-  logits1, logits2 = _common.as_float32(logits1, logits2)
+  fn = "cibhash_loss"
+  logits1 = _common.floating_input(fn, "logits1", logits1)
+  logits2 = _common.floating_input(fn, "logits2", logits2)
+  _common.same_shape(fn, ("logits1", "logits2"), logits1, logits2)
+  _common.min_batch(fn, "logits1", logits1)
+  _common.check_number(fn, "temperature", temperature, positive=True)
+  _common.check_number(fn, "kl_weight", kl_weight, nonnegative=True)
   keys = (None, None) if key is None else tuple(jax.random.split(key))
   z1 = cibhash_codes(logits1, key=keys[0])
   z2 = cibhash_codes(logits2, key=keys[1])
@@ -62,9 +63,13 @@ def cibhash_loss(logits1: jax.Array, logits2: jax.Array, *, temperature: float =
     self excluded, the other view as the positive.
   * ``L_kl = ½[mean_n KL(p¹_n‖sg p²_n) + mean_n KL(p²_n‖sg p¹_n)]`` of Bernoulli vectors, from logits.
 
+  Non-finite inputs are not checked (values are unknown under ``jit``): an inf or NaN logit
+  propagates to a non-finite loss (±inf logits give NaN through the KL term), and the trainer
+  stops at a non-finite loss.
+
   Args:
-    logits1: ``[N, K]`` logits of view 1 (any float dtype; computed in float32).
-    logits2: ``[N, K]`` logits of view 2.
+    logits1: ``[batch, bits]`` logits of view 1 (any float array-like; computed in float32).
+    logits2: ``[batch, bits]`` logits of view 2.
     temperature: τ of the contrastive term (official 0.3).
     kl_weight: β (official 1e-3).
     key: if given, stochastic Bernoulli codes (the paper's description) instead of thresholding.
@@ -73,7 +78,8 @@ def cibhash_loss(logits1: jax.Array, logits2: jax.Array, *, temperature: float =
     float32 scalar.
 
   Raises:
-    ValueError: on mismatched or non-2-D shapes, a batch below 2, or τ <= 0.
+    ValueError: naming the argument, on non-floating logits, mismatched or non-2-D shapes, an
+      empty axis, a batch below 2, τ <= 0 or β < 0.
 
   Examples:
     >>> l1 = jnp.array([[2.0, -1.0], [-0.5, 0.3]])
@@ -81,7 +87,8 @@ def cibhash_loss(logits1: jax.Array, logits2: jax.Array, *, temperature: float =
     0.0025
 
   References:
-    Qiu, Su, Ou, Yu, Chen. Unsupervised Hashing with Contrastive Information Bottleneck. IJCAI 2021.
+    Qiu, Su, Ou, Yu, Chen. Unsupervised Hashing with Contrastive Information Bottleneck. IJCAI 2021
+    (arXiv 2105.06138); docs/methods.md §2.1.
   """
   return cibhash_loss_with_aux(logits1, logits2, temperature=temperature, kl_weight=kl_weight,
                                key=key)[0]

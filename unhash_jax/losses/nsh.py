@@ -113,14 +113,19 @@ def nsh_loss_with_aux(codes1: jax.Array, codes2: jax.Array, latents1: jax.Array,
   Aux keys: ``"sorted_nce"``, ``"quantization"`` (``L_q``), ``"self_top1"`` (fraction of anchors
   whose hard rank 0 is their own other view, a training diagnostic without gradient).
   """
-  _common.check_pair("nsh_loss (codes)", codes1, codes2)
-  _common.check_pair("nsh_loss (latents)", latents1, latents2)
+  fn = "nsh_loss"
+  codes1 = _common.floating_input(fn, "codes1", codes1)
+  codes2 = _common.floating_input(fn, "codes2", codes2)
+  latents1 = _common.floating_input(fn, "latents1", latents1, shape="[batch, latent_dim]")
+  latents2 = _common.floating_input(fn, "latents2", latents2, shape="[batch, latent_dim]")
+  _common.same_shape(fn, ("codes1", "codes2"), codes1, codes2)
+  _common.same_shape(fn, ("latents1", "latents2"), latents1, latents2,
+                     shape="[batch, latent_dim]")
   if codes1.shape[0] != latents1.shape[0]:
     raise ValueError(f"nsh_loss: codes have {codes1.shape[0]} rows but latents have "
                      f"{latents1.shape[0]}; both must be [batch, ...] of the same batch.")
   n, bits = codes1.shape
   _check_hparams(sort_temperature, nce_temperature, num_positives, quantization_weight, n)
-  codes1, codes2, latents1, latents2 = _common.as_float32(codes1, codes2, latents1, latents2)
   tau_sort = 1.0 / bits if sort_temperature is None else sort_temperature
   z1, z2 = _common.l2_normalize(latents1), _common.l2_normalize(latents2)
 
@@ -157,9 +162,12 @@ def nsh_loss(codes1: jax.Array, codes2: jax.Array, latents1: jax.Array, latents2
   The hash head learns only through the sorter (via ``S``) and ``L_q``; the latent head only through
   ``L_SNCE``.
 
+  Non-finite inputs are not checked (values are unknown under ``jit``): an inf or NaN in the
+  codes or latents propagates to a non-finite loss, and the trainer stops at a non-finite loss.
+
   Args:
-    codes1: ``[n, K]`` continuous codes ``b¹ = tanh(·)`` of view 1 (any float dtype; computed in
-      float32).
+    codes1: ``[n, K]`` continuous codes ``b¹ = tanh(·)`` of view 1 (any float array-like;
+      computed in float32).
     codes2: ``[n, K]`` codes of view 2.
     latents1: ``[n, d]`` latent-head outputs of view 1 (L2-normalised inside).
     latents2: ``[n, d]`` latent-head outputs of view 2.
@@ -178,7 +186,8 @@ def nsh_loss(codes1: jax.Array, codes2: jax.Array, latents1: jax.Array, latents2
     float32 scalar (float64 under x64 with float64 inputs).
 
   Raises:
-    ValueError: mismatched or non-2-D shapes, codes and latents with different batch sizes,
+    ValueError: naming the argument: non-floating inputs, mismatched or non-2-D shapes, an empty
+      axis, codes and latents with different batch sizes,
       ``n <= num_positives``, non-positive temperatures or a negative ``λ_q``.
 
   Examples:
@@ -188,7 +197,8 @@ def nsh_loss(codes1: jax.Array, codes2: jax.Array, latents1: jax.Array, latents2
     0.195
 
   References:
-    Yu, Shen, Wang, Zhang, Torr. Learning to Hash Naturally Sorts. IJCAI 2022 (arXiv 2201.13322).
+    Yu, Shen, Wang, Zhang, Torr. Learning to Hash Naturally Sorts. IJCAI 2022 (arXiv 2201.13322);
+    docs/methods.md §2.2.
     Prillo, Eisenschlos. SoftSort: A Continuous Relaxation for the argsort Operator. ICML 2020.
   """
   return nsh_loss_with_aux(
