@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unhash_jax.models.backbones import Features
-from unhash_jax.models.layers import ConvBN
+from unhash_jax.models.layers import ConvBN, linear
 from unhash_jax.models.weight_table import WeightTable, conv_bn_entries, linear_entries
 
 # (expand ratio t, output channels c, repeats n, first stride s): torchvision's inverted_residual_setting.
@@ -92,9 +92,9 @@ class MobileNetV2(nnx.Module):
         channels = cout
     self.blocks = nnx.List(blocks)
     self.head_conv = ConvBN(channels, last, 1, activation="relu6", **kw)
-    self.classifier = (nnx.Linear(last, num_classes, dtype=dtype, rngs=rngs)
+    self.classifier = (linear(last, num_classes, std=0.01, dtype=dtype, rngs=rngs)
                        if include_classifier else None)
-    self.feature_dim = last
+    self.feature_dim = self.token_dim = last
 
   def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
                ) -> Features:

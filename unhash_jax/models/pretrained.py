@@ -186,7 +186,7 @@ def load_weights_into(module: nnx.Module, name: str, path: str | os.PathLike) ->
     raise PretrainedWeightsError(f"{path}: the {name} table leaves module variables unset: "
                                  f"{_listing('variables', uncovered)}.")
   for p, array in values.items():
-    _variable(module, p).value = jnp.asarray(array)
+    _variable(module, p).set_value(jnp.asarray(array))
   return module
 
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unhash_jax.models.backbones import Features
-from unhash_jax.models.layers import ConvBN, max_pool
+from unhash_jax.models.layers import ConvBN, linear, max_pool
 from unhash_jax.models.weight_table import WeightTable, conv_bn_entries, linear_entries
 
 RESNET50_BLOCKS = (3, 4, 6, 3)
@@ -77,9 +77,8 @@ class ResNet50(nnx.Module):
       stages.append(nnx.List(stage))
     self.stages = nnx.List(stages)
     self.blocks = tuple(int(n) for n in blocks)
-    self.fc = (nnx.Linear(channels, num_classes, dtype=dtype, rngs=rngs)
-               if include_classifier else None)
-    self.feature_dim = channels
+    self.fc = linear(channels, num_classes, dtype=dtype, rngs=rngs) if include_classifier else None
+    self.feature_dim = self.token_dim = channels
 
   def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
                ) -> Features:

@@ -25,7 +25,7 @@ from flax import nnx
 
 from unhash_jax.dropout import dropout
 from unhash_jax.models.backbones import Features, _max_pool_2x2
-from unhash_jax.models.layers import Conv2d, adaptive_avg_pool2d
+from unhash_jax.models.layers import Conv2d, adaptive_avg_pool2d, linear
 from unhash_jax.models.weight_table import (CONV, COPY, Transform, WeightEntry, WeightTable,
                                             linear_entries)
 
@@ -59,13 +59,13 @@ class VGG16(nnx.Module):
         convs.append(Conv2d(c, width, 3, padding=1, use_bias=True, dtype=dtype, rngs=rngs))
         c = width
     self.convs = nnx.List(convs)
-    linear = dict(dtype=dtype, rngs=rngs,
-                  kernel_init=nnx.initializers.normal(0.01), bias_init=nnx.initializers.zeros)
-    self.fc6 = nnx.Linear(POOL_SIZE * POOL_SIZE * c, FC_DIM, **linear)
-    self.fc7 = nnx.Linear(FC_DIM, FC_DIM, **linear)
-    self.fc8 = nnx.Linear(FC_DIM, num_classes, **linear) if include_classifier else None
+    fc = dict(std=0.01, dtype=dtype, rngs=rngs)   # torchvision: N(0, 0.01²), zero bias
+    self.fc6 = linear(POOL_SIZE * POOL_SIZE * c, FC_DIM, **fc)
+    self.fc7 = linear(FC_DIM, FC_DIM, **fc)
+    self.fc8 = linear(FC_DIM, num_classes, **fc) if include_classifier else None
     self.dropout_rate = float(dropout_rate)
     self.feature_dim = FC_DIM
+    self.token_dim = c   # 512: the tokens are the conv map, the pooled feature is fc7
     self.dtype = dtype
 
   def conv_features(self, x: jax.Array) -> jax.Array:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unhash_jax.models.backbones import Features
+from unhash_jax.models.layers import host_constant, host_normal, layer_norm, linear
 from unhash_jax.models.weight_table import (CONV, COPY, LINEAR, WeightEntry, WeightTable,
                                             layer_norm_entries, linear_entries)
 
@@ -29,8 +30,8 @@ NUM_CLASSES = 1000
 
 class MLP(nnx.Module):
   def __init__(self, dim: int, hidden: int, *, dtype, rngs: nnx.Rngs):
-    self.fc1 = nnx.Linear(dim, hidden, dtype=dtype, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, dim, dtype=dtype, rngs=rngs)
+    self.fc1 = linear(dim, hidden, dtype=dtype, rngs=rngs)
+    self.fc2 = linear(hidden, dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
@@ -43,8 +44,8 @@ class SelfAttention(nnx.Module):
   def __init__(self, dim: int, num_heads: int, *, dtype, rngs: nnx.Rngs):
     if dim % num_heads:
       raise ValueError(f"SelfAttention: width {dim} is not a multiple of {num_heads} heads")
-    self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
-    self.proj = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
+    self.qkv = linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
+    self.proj = linear(dim, dim, dtype=dtype, rngs=rngs)
     self.num_heads = num_heads
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -59,9 +60,9 @@ class SelfAttention(nnx.Module):
 
 class EncoderBlock(nnx.Module):
   def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, dtype, rngs: nnx.Rngs):
-    self.ln1 = nnx.LayerNorm(dim, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+    self.ln1 = layer_norm(dim, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
     self.attn = SelfAttention(dim, num_heads, dtype=dtype, rngs=rngs)
-    self.ln2 = nnx.LayerNorm(dim, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+    self.ln2 = layer_norm(dim, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
     self.mlp = MLP(dim, mlp_dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -87,19 +88,19 @@ class ViT(nnx.Module):
     if image_size % patch_size:
       raise ValueError(f"ViT: image size {image_size} is not a multiple of the patch size {patch_size}")
     grid = image_size // patch_size
-    init = nnx.initializers.truncated_normal(0.02)
-    self.patch_kernel = nnx.Param(nnx.initializers.lecun_normal()(
-        rngs.params(), (patch_size, patch_size, in_channels, hidden_dim), jnp.float32))   # HWIO
-    self.patch_bias = nnx.Param(jnp.zeros((hidden_dim,), jnp.float32))
-    self.cls_token = nnx.Param(jnp.zeros((1, 1, hidden_dim), jnp.float32))
-    self.pos_embed = nnx.Param(init(rngs.params(), (1, grid * grid + 1, hidden_dim), jnp.float32))
+    patch_fan_in = patch_size * patch_size * in_channels
+    self.patch_kernel = nnx.Param(host_normal(patch_fan_in ** -0.5)(   # HWIO, LeCun normal
+        rngs.params(), (patch_size, patch_size, in_channels, hidden_dim)))
+    self.patch_bias = nnx.Param(host_constant(0.0)(None, (hidden_dim,)))
+    self.cls_token = nnx.Param(host_constant(0.0)(None, (1, 1, hidden_dim)))
+    self.pos_embed = nnx.Param(host_normal(0.02)(rngs.params(), (1, grid * grid + 1, hidden_dim)))
     self.blocks = nnx.List([EncoderBlock(hidden_dim, num_heads, mlp_dim, dtype=dtype, rngs=rngs)
                             for _ in range(depth)])
-    self.norm = nnx.LayerNorm(hidden_dim, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
-    self.head = (nnx.Linear(hidden_dim, num_classes, dtype=dtype, rngs=rngs)
+    self.norm = layer_norm(hidden_dim, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+    self.head = (linear(hidden_dim, num_classes, dtype=dtype, rngs=rngs)
                  if include_classifier else None)
     self.image_size, self.patch_size, self.depth = image_size, patch_size, depth
-    self.feature_dim = hidden_dim
+    self.feature_dim = self.token_dim = hidden_dim
     self.dtype = dtype
 
   def embed(self, x: jax.Array) -> jax.Array:
