@@ -53,6 +53,19 @@ def test_short_run_gives_finite_losses_and_codes_of_the_right_shape(method, tmp_
   assert results["tie_policy"] == "index"
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_short_run_on_a_frozen_feature_cache(method, tmp_path):
+  """The same method on cached views of a frozen backbone (the head-only route of the papers)."""
+  workdir = str(tmp_path / "run")
+  cfg = _config(tmp_path, method, cached_views=3, feature_cache_dir=str(tmp_path / "cache"),
+                eval_every=0)
+  results = train.train_and_evaluate(cfg, workdir)
+  assert 0.0 <= results["map"] <= 1.0
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert all(np.isfinite(l["train/loss"]) for l in lines if "train/loss" in l)
+  assert len(os.listdir(tmp_path / "cache")) == 1   # one cache, under the run's key
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_interrupted_run_resumes_bit_exactly(method, tmp_path, monkeypatch):

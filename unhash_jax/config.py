@@ -57,6 +57,12 @@ class Config:
     hparams: the method's loss hyper-parameters (keyword arguments of its loss).
     model: model options (e.g. hidden widths, dropout), method specific.
     distributed: call ``jax.distributed.initialize()`` first (multi-host TPU pods).
+    pretrained: a torchvision/timm weights file of ``backbone`` (``.pth``/``.bin``/``.safetensors``,
+      read without PyTorch: :func:`unhash_jax.models.load_pretrained`); None = its random init.
+    cached_views: E > 0 trains on a frozen-feature cache (:mod:`unhash_jax.cached_training`): the
+      frozen backbone's test features and E augmented views per training image, computed once;
+      0 = the backbone runs on augmented images every step.
+    feature_cache_dir: where feature caches live; None = ``<data_dir>/unhash_jax_features``.
     init_backbone_from: workdir of another run (any method, same backbone and input size) whose
       latest checkpoint initialises the backbone before training; only read, never written. None
       = the backbone's own initialisation.
@@ -98,6 +104,9 @@ class Config:
   hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
   model: dict[str, Any] = dataclasses.field(default_factory=dict)
   distributed: bool = False
+  pretrained: str | None = None
+  cached_views: int = 0
+  feature_cache_dir: str | None = None
   init_backbone_from: str | None = None
   cpu_ynn_fusions: str = "dots_reductions"
 

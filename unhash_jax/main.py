@@ -11,6 +11,7 @@ loss); 130 when interrupted (Ctrl-C), with the last checkpoint named.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging as pylogging
 import os
 import sys
@@ -65,6 +66,18 @@ flags.DEFINE_integer("keep_checkpoints", 2, "Recent checkpoints to keep (plus th
 flags.DEFINE_integer("log_every", 100, "Steps between progress lines.")
 flags.DEFINE_integer("eval_batch_size", 512, "Batch size of the encoding passes.")
 flags.DEFINE_bool("select_on_val", False, "Evaluate the best-validation state, not the last.")
+flags.DEFINE_string("pretrained", None,
+                    "Weights of --backbone: a torchvision/timm state dict (.pth/.bin/.safetensors, "
+                    "read without PyTorch), e.g. ../shared/data/mobilenet_v2-b0353104.pth.")
+flags.DEFINE_integer("cached_views", 0,
+                     "E > 0: train on a cache of the frozen backbone's features (test transform + E "
+                     "augmented views per training image, computed once, resumable); 0: run the "
+                     "backbone on augmented images every step.")
+flags.DEFINE_string("feature_cache_dir", None,
+                    "Folder of feature caches; default <data_dir>/unhash_jax_features.")
+flags.DEFINE_bool("cache_only", False,
+                  "Build the feature cache (--cached_views) and the method's tables, then exit "
+                  "without training (e.g. on an accelerator machine, for training on a CPU one).")
 flags.DEFINE_string("init_backbone_from", None,
                     "Workdir of another run (any method, same backbone and input size) whose latest "
                     "checkpoint initialises the backbone, e.g. a CIBHash run for NSH's heads. Read "
@@ -147,7 +160,8 @@ def config_from_flags() -> Config:
     hparams[name] = value
   fields = {f.name for f in dataclasses.fields(Config)}
   values = {name: getattr(FLAGS, name) for name in fields
-            if name not in ("hparams", "model", "init_backbone_from") and name in FLAGS}
+            if name not in ("hparams", "model", "init_backbone_from", "pretrained") and name in FLAGS}
+  values["pretrained"] = os.path.abspath(FLAGS.pretrained) if FLAGS.pretrained else None
   values["view_recipes"] = tuple(FLAGS.view_recipes) if FLAGS.view_recipes else None
   config = Config(**values, hparams=hparams,
                   model={n: getattr(FLAGS, n) for n in _MODEL_FLAGS if getattr(FLAGS, n) is not None},
@@ -182,6 +196,8 @@ def main(argv):
   from unhash_jax import checkpointing, parallel, train, workdir as workdir_lib
   from unhash_jax.config import ConfigError
   from unhash_jax.data import DataError
+  from unhash_jax.data.feature_cache import FeatureCacheError
+  from unhash_jax.models import PretrainedWeightsError
   try:
     parallel.maybe_initialize_distributed(FLAGS.distributed)
     config = config_from_flags()
@@ -190,12 +206,15 @@ def main(argv):
   workdir = FLAGS.workdir or os.path.join(
       "runs", f"{config.method}-{config.dataset}-{config.bits}b")
   try:
+    if FLAGS.cache_only:
+      print(json.dumps(train.prepare_inputs(config), indent=2))
+      return
     results = train.train_and_evaluate(config, workdir)
   except ConfigError as e:
     _fail("usage error", str(e), 2)
   except (checkpointing.CheckpointError, checkpointing.BackboneInitError,
-          train.NonFiniteLossError, workdir_lib.WorkdirBusyError, DataError, FileNotFoundError,
-          NotADirectoryError, PermissionError) as e:
+          train.NonFiniteLossError, workdir_lib.WorkdirBusyError, DataError, PretrainedWeightsError,
+          FeatureCacheError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
     _fail("error", str(e), 1)
   except KeyboardInterrupt as e:  # train.TrainingInterrupted names the last checkpoint
     _fail("interrupted", str(e) or "interrupted before training started; nothing was written.",

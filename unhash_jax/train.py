@@ -27,7 +27,8 @@ import optax
 from absl import logging
 from flax import nnx, struct
 
-from unhash_jax import cache, checkpointing, evaluators, parallel, retrieval, run_logging, xla_cpu
+from unhash_jax import (cache, cached_training, checkpointing, evaluators, parallel, retrieval,
+                        run_logging, xla_cpu)
 from unhash_jax import workdir as workdir_lib
 from unhash_jax.config import Config, ConfigError
 from unhash_jax.data import augment, builders, loader, protocols
@@ -202,12 +203,16 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, dict, jax.Array], tup
   def train_step(state: TrainState, batch: dict, base_key: jax.Array):
     key = jax.random.fold_in(base_key, state.step)
     aug_key, loss_key = jax.random.split(key)
-    images = batch["image"]
+    if f"{cached_training.VIEW_PREFIX}0" in batch:   # cached feature views, sampled on the host
+      views = tuple(batch[f"{cached_training.VIEW_PREFIX}{v}"]
+                    for v in range(len(config.view_recipes)))
+    else:
+      views = make_views(batch["image"], aug_key, config)
     position = batch.get("position")
     if position is None:  # a batch without positions (benchmarks, tests): rows 0..B-1
-      position = jnp.arange(images.shape[0], dtype=jnp.int32)
+      position = jnp.arange(views[0].shape[0], dtype=jnp.int32)
     step_batch = StepBatch(
-        views=make_views(images, aug_key, config), position=position,
+        views=views, position=position,
         tables={k[len(loader.TABLE_PREFIX):]: v for k, v in batch.items()
                 if k.startswith(loader.TABLE_PREFIX)})
     ctx = StepContext(key=loss_key, step=state.step, total_steps=jnp.int32(plan.total_steps),
@@ -241,7 +246,10 @@ def make_encode_fn(setup: Setup) -> Callable[[TrainState, jax.Array], jax.Array]
 
   def encode(state: TrainState, images: jax.Array) -> jax.Array:
     model = nnx.merge(graphdef, state.params, state.rest)
-    x = augment.eval_preprocess(images, recipe, out_size=config.image_size)
+    if config.cached_views:   # the "images" are cached test features already
+      x = images
+    else:
+      x = augment.eval_preprocess(images, recipe, out_size=config.image_size)
     return spec.encode(model, x).astype(jnp.float32)
 
   return jax.jit(encode, compiler_options=_compiler_options(setup))
@@ -362,8 +370,11 @@ def _pixels_fn(source: builders.Source) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _frozen_features_fn(setup: Setup, state: TrainState, source) -> Callable[[np.ndarray], np.ndarray]:
-  """The model's backbone (as initialised: pretrained weights loaded) on test-transformed images."""
+  """The model's backbone (as initialised: pretrained weights loaded) on test-transformed images;
+  on a feature cache, the cached test features."""
   config, graphdef = setup.config, setup.graphdef
+  if config.cached_views:
+    return source.get_images
   recipe = augment.get_recipe(config.view_recipes[0])
 
   def features(st, images):
@@ -466,17 +477,60 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     check_schedule(config, plan)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  # Nothing was written so far; from here on the workdir is this run's alone.
+  inputs = _model_inputs(config, source, splits)
+  # Nothing was written to the workdir so far; from here on it is this run's alone.
   if run_logging.is_writer():
     with workdir_lib.WorkdirLock(workdir):
-      return _train_and_evaluate(config, workdir, source, splits, plan)
-  return _train_and_evaluate(config, workdir, source, splits, plan)
+      return _train_and_evaluate(config, workdir, inputs, splits, plan)
+  return _train_and_evaluate(config, workdir, inputs, splits, plan)
 
 
-def _train_and_evaluate(config: Config, workdir: str, source, splits, plan: RunPlan
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+  """What the model reads: images (augmented on device) or a feature cache (views on the host)."""
+
+  source: Any                   # builders.Source, or cached_training.CachedFeatureSource
+  input_shape: tuple[int, ...]
+  view_sampler: Callable | None = None
+
+
+def _model_inputs(config: Config, source, splits) -> _Inputs:
+  if not config.cached_views:
+    return _Inputs(source, tuple(source.image_shape))
+  tokens = get_method(config.method).feature_tokens
+  feature_cache = cached_training.open_cache(config, source, splits, tokens=tokens)
+  shape = ((feature_cache.token_shape(cached_training.augmenting_recipes(config)[0]) if tokens
+            else None) or (feature_cache.feature_dim,))
+  return _Inputs(cached_training.CachedFeatureSource(source, feature_cache), tuple(shape),
+                 cached_training.view_sampler(feature_cache, config, tokens=tokens))
+
+
+def prepare_inputs(config: Config) -> dict[str, Any]:
+  """Builds what a run reads before training, without a workdir: the data set, the feature cache
+  (``config.cached_views``) and the method's tables (``--cache_only``). Returns a summary."""
+  config = resolve_config(config)
+  source, splits = _load_data(config)
+  config = resolve_config(config, image_shape=source.image_shape)
+  try:
+    plan = make_plan(config, len(splits.train))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  inputs = _model_inputs(config, source, splits)
+  setup, state = create_train_state(config, inputs.input_shape, parallel.make_data_mesh(),
+                                    plan=plan)
+  tables = _prepare_tables(setup, state, inputs.source, splits)
+  summary = {"dataset": config.dataset, "protocol": config.protocol, "input_shape":
+             inputs.input_shape, "tables": {k: list(np.shape(v)) for k, v in tables.items()}}
+  if config.cached_views:
+    summary["feature_cache"] = inputs.source.cache.directory
+  return summary
+
+
+def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, plan: RunPlan
                         ) -> dict[str, Any]:
   writer_process = run_logging.is_writer()
   spec = get_method(config.method)
+  source = inputs.source
   mesh = parallel.make_data_mesh()
   manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
   start_step = checkpointing.latest_step(manager)
@@ -485,7 +539,7 @@ def _train_and_evaluate(config: Config, workdir: str, source, splits, plan: RunP
   # the method's prepare hook (its tables come from the initial backbone) when it is still there.
   init_backbone = start_step is None or (spec.prepare is not None and bool(config.init_backbone_from)
                                          and os.path.isdir(config.init_backbone_from))
-  setup, state = create_train_state(config, source.image_shape, mesh, plan=plan,
+  setup, state = create_train_state(config, inputs.input_shape, mesh, plan=plan,
                                     init_backbone=init_backbone)
   tables = _prepare_tables(setup, state, source, splits)
   if start_step is not None:
@@ -536,7 +590,7 @@ def _train_and_evaluate(config: Config, workdir: str, source, splits, plan: RunP
                                   batch_size=config.batch_size)
   batches: Iterator[dict] = loader.train_batches(
       source, splits.train, batch_size=config.batch_size, seed=config.seed,
-      start_step=start_step, mesh=mesh, tables=tables)
+      start_step=start_step, mesh=mesh, tables=tables, view_sampler=inputs.view_sampler)
   if start_step < total_steps:
     logging.info("Compiling the train step (first step is slower)...")
   t0 = time.perf_counter()

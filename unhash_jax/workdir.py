@@ -32,7 +32,7 @@ LOCK_FILE = ".lock"
 RESUME_MAY_CHANGE = ("steps", "epochs", "eval_every", "checkpoint_every", "keep_checkpoints",
                      "log_every", "eval_batch_size", "data_dir", "archive", "distributed",
                      "cpu_ynn_fusions", "select_on_val", "init_backbone_from", "pretrained",
-                     "feature_cache")
+                     "feature_cache_dir")
 _LENGTH_FIELDS = ("steps", "epochs")
 
 

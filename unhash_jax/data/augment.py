@@ -704,6 +704,19 @@ def augment(images: jax.Array, key: jax.Array, recipe: Recipe | str, *, out_size
   return _normalize(views, recipe)
 
 
+@functools.partial(jax.jit, static_argnames=("recipe", "out_size"))
+def augment_each(images: jax.Array, keys: jax.Array, recipe: Recipe | str, *, out_size: int
+                 ) -> jax.Array:
+  """:func:`augment` with one given key per image (``keys`` ``[batch]``), so that an image's view is
+  a function of its own key alone, whatever batch it travels in (cached views of a data set)."""
+  images, recipe, out_size = _check_inputs(images, recipe, out_size)
+  if keys.shape[:1] != images.shape[:1]:
+    raise ValueError(f"augment_each needs one key per image: {keys.shape[0]} keys for "
+                     f"{images.shape[0]} images.")
+  views = jax.vmap(lambda im, k: _augment_one(im, k, recipe, out_size))(images, keys)
+  return _normalize(views, recipe)
+
+
 @functools.partial(jax.jit, static_argnames=("recipe1", "recipe2", "out_size"))
 def two_views(images: jax.Array, key: jax.Array, recipe1: Recipe | str,
               recipe2: Recipe | str | None = None, *, out_size: int) -> tuple[jax.Array, jax.Array]:

@@ -159,7 +159,7 @@ TABLE_PREFIX = "table:"
 
 
 def train_batches(source, indices, *, batch_size: int, seed: int, start_step: int = 0, mesh=None,
-                  prefetch: int = 2, tables=None) -> Prefetcher:
+                  prefetch: int = 2, tables=None, view_sampler=None) -> Prefetcher:
   """Infinite iterator of shuffled training batches (remainder of each epoch dropped).
 
   Args:
@@ -173,6 +173,9 @@ def train_batches(source, indices, *, batch_size: int, seed: int, start_step: in
     prefetch: how many batches to prepare ahead in a background thread.
     tables: optional ``{name: array [len(indices), ...]}`` of per-example rows (a method's tables,
       NumPy arrays or memory maps); each batch carries its rows under ``"table:<name>"``.
+    view_sampler: optional ``sample(positions, step) -> {name: [B_host, ...]}`` of per-step inputs
+      computed on the host (cached feature views); when given, the batch carries its arrays instead
+      of ``"image"``.
 
   Yields:
     ``{"image": uint8[B, H, W, C], "label": int32[B] (or int8[B, C]), "index": int32[B],
@@ -204,8 +207,12 @@ def train_batches(source, indices, *, batch_size: int, seed: int, start_step: in
     positions = _rows_for_host(epoch_perm[epoch][pos * batch_size:(pos + 1) * batch_size], mesh,
                                batch_size)
     rows = indices[positions]
-    local = {"image": source.get_images(rows), "label": np.asarray(source.labels[rows]),
-             "index": rows.astype(np.int32), "position": positions.astype(np.int32)}
+    local = {"label": np.asarray(source.labels[rows]), "index": rows.astype(np.int32),
+             "position": positions.astype(np.int32)}
+    if view_sampler is None:
+      local["image"] = source.get_images(rows)
+    else:
+      local.update(view_sampler(positions, step))
     for name, table in tables.items():
       local[TABLE_PREFIX + name] = np.asarray(table[positions])
     return _finish(local, mesh, batch_size)

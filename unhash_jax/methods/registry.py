@@ -59,6 +59,7 @@ class MethodSpec:
     make_optimizer: ``(config, RunPlan) -> optax.GradientTransformation``; default
       :func:`unhash_jax.optim.make_optimizer` (``config.optimizer``, ``config.lr_schedule``).
     evaluators: names in :data:`unhash_jax.evaluators.EVALUATORS` run on the test codes.
+    feature_tokens: the method trains on the backbone's patch tokens (a feature cache stores them).
     min_bits: smallest supported code length.
   """
 
@@ -74,6 +75,7 @@ class MethodSpec:
   make_optimizer: Callable[[Config, optim.RunPlan], optax.GradientTransformation] = (
       optim.make_optimizer)
   evaluators: tuple[str, ...] = ("map",)
+  feature_tokens: bool = False
   min_bits: int = 1
 
   def __post_init__(self):
@@ -102,9 +104,18 @@ class MethodSpec:
 
 
 def build_backbone(config: Config, ctx: BuildContext) -> nnx.Module:
-  """The backbone ``config.backbone`` with ``config.model["backbone_kwargs"]`` (methods' factories)."""
-  return make_backbone(config.backbone, ctx.input_shape, rngs=ctx.rngs,
-                       **config.model.get("backbone_kwargs", {}))
+  """The backbone ``config.backbone`` with ``config.model["backbone_kwargs"]`` (methods' factories),
+  with ``config.pretrained`` weights loaded; on a feature cache (``config.cached_views``) the
+  parameter-free :class:`~unhash_jax.models.cached.CachedFeatures` of the cached features."""
+  if config.cached_views:
+    from unhash_jax.models.cached import CachedFeatures
+    return CachedFeatures(ctx.input_shape)
+  backbone = make_backbone(config.backbone, ctx.input_shape, rngs=ctx.rngs,
+                           **config.model.get("backbone_kwargs", {}))
+  if config.pretrained:
+    from unhash_jax.models import load_weights_into
+    load_weights_into(backbone, config.backbone, config.pretrained)
+  return backbone
 
 
 REGISTRY: dict[str, MethodSpec] = {}
@@ -234,6 +245,12 @@ def _check(config: Config, spec: MethodSpec) -> None:
     xla_cpu.check_ynn_fusions(config.cpu_ynn_fusions)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  need(_is_int(config.cached_views) and config.cached_views >= 0,
+       f"--cached_views must be an integer >= 0, got {config.cached_views}.")
+  if config.pretrained is not None:
+    from unhash_jax.models.pretrained import TABLES
+    need(config.backbone in TABLES, f"--pretrained weights can be loaded into the backbones "
+         f"{', '.join(sorted(TABLES))}, not --backbone={config.backbone}.")
   scale = config.model.get("backbone_lr_scale", 1.0)
   need(_is_number(scale) and math.isfinite(scale) and scale >= 0,
        f"--backbone_lr_scale must be finite and >= 0, got {scale}.")

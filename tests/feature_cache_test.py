@@ -1,0 +1,161 @@
+"""The frozen-feature cache: values, determinism, resumable extraction, damaged files rebuilt."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unhash_jax.data import augment, feature_cache
+
+
+class _Source:
+  """A tiny in-memory image source (the loader's interface)."""
+
+  def __init__(self, n=40, seed=0):
+    self.images = np.random.default_rng(seed).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+
+  def get_images(self, idx):
+    return self.images[np.asarray(idx)]
+
+
+def _extract(x):
+  """A stand-in backbone: per-channel means (pooled) and the 4 quadrant means (tokens)."""
+  x = np.asarray(x, np.float64)
+  b, h, w, c = x.shape
+  quads = x.reshape(b, 2, h // 2, 2, w // 2, c).mean(axis=(2, 4)).reshape(b, 4, c)
+  return x.mean(axis=(1, 2)), quads
+
+
+def _jobs(train, test, *, views=3, seed=0, tokens=True):
+  recipe = augment.get_recipe("cibhash")
+  base = jax.random.fold_in(jax.random.key(seed), 11)
+
+  def view(images, idx, e):
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(base, i), e))(jnp.asarray(idx))
+    return augment.augment_each(images, keys, recipe, out_size=8)
+
+  def test_transform(images, idx, e):
+    return augment.eval_preprocess(images, recipe, out_size=8)
+
+  return [feature_cache.Job("test", test, 1, test_transform),
+          feature_cache.Job("views:cibhash", train, views, view, tokens=tokens)]
+
+
+def _open(root, source, **kw):
+  train, test = np.arange(0, 40, 2), np.arange(40)
+  kwargs = dict(jobs=_jobs(train, test), source=source, extract=_extract, batch_size=4,
+                chunk_images=12, dtype="float32")
+  kwargs.update(kw)
+  return feature_cache.open_or_build(str(root), "t", {"name": "t"}, **kwargs)
+
+
+def test_features_equal_the_direct_computation_and_views_differ(tmp_path):
+  source = _Source()
+  cache = _open(tmp_path, source)
+  recipe = augment.get_recipe("cibhash")
+  want = _extract(augment.eval_preprocess(source.images[[3, 17]], recipe, out_size=8))[0]
+  np.testing.assert_allclose(cache.test_features([3, 17]), want, rtol=1e-6, atol=1e-6)
+  v = cache.view_features("cibhash", np.array([0, 0, 5]), np.array([0, 1, 2]))
+  assert v.shape == (3, 3) and not np.allclose(v[0], v[1])
+  assert cache.view_features("cibhash", [5], [2], tokens=True).shape == (1, 4, 3)
+  with pytest.raises(feature_cache.FeatureCacheError, match="no features of source indices"):
+    cache.test_features([99])
+
+
+def test_views_do_not_depend_on_chunking_or_batching(tmp_path):
+  source = _Source()
+  a = _open(tmp_path / "a", source)
+  b = _open(tmp_path / "b", source, chunk_images=30, batch_size=8)
+  pos, views = np.repeat(np.arange(20), 3), np.tile(np.arange(3), 20)
+  np.testing.assert_allclose(a.view_features("cibhash", pos, views),
+                             b.view_features("cibhash", pos, views), rtol=1e-6, atol=1e-6)
+
+
+def test_interrupted_extraction_resumes_where_it_stopped(tmp_path):
+  source = _Source()
+  calls = {"n": 0}
+
+  def dying(x):
+    calls["n"] += 1
+    if calls["n"] == 5:
+      raise KeyboardInterrupt("killed")
+    return _extract(x)
+
+  with pytest.raises(KeyboardInterrupt):
+    _open(tmp_path, source, extract=dying)
+  progress = json.load(open(next(
+      os.path.join(r, f) for r, _, fs in os.walk(tmp_path) for f in fs if f == "progress.json")))
+  done_before = len(progress["test"]["done"])
+  assert 0 < done_before < progress["test"]["num_chunks"]
+
+  counted = {"n": 0}
+
+  def counting(x):
+    counted["n"] += 1
+    return _extract(x)
+
+  resumed = _open(tmp_path, source, extract=counting)
+  fresh = _open(tmp_path / "fresh", source)
+  # Only what was missing ran again: fewer calls than a whole build (10 test + 5·3 view batches).
+  assert counted["n"] < 25
+  np.testing.assert_array_equal(resumed.test_features(np.arange(40)), fresh.test_features(np.arange(40)))
+  np.testing.assert_array_equal(resumed.view_features("cibhash", np.arange(20), np.zeros(20, int)),
+                                fresh.view_features("cibhash", np.arange(20), np.zeros(20, int)))
+
+
+def test_damaged_chunks_are_recomputed_and_truncated_files_rebuilt(tmp_path):
+  source = _Source()
+  good = _open(tmp_path / "good", source).test_features(np.arange(40))
+  _open(tmp_path / "bad", source)
+  directory = next(os.path.join(tmp_path / "bad", d) for d in os.listdir(tmp_path / "bad"))
+  path = os.path.join(directory, "test_pooled.npy")
+  data = np.load(path, mmap_mode="r+")
+  data[13, 0, 1] = 1e9     # silent corruption inside chunk 1
+  data.flush()
+  del data
+  counted = {"n": 0}
+
+  def counting(x):
+    counted["n"] += 1
+    return _extract(x)
+
+  fixed = _open(tmp_path / "bad", source, extract=counting)
+  np.testing.assert_array_equal(fixed.test_features(np.arange(40)), good)
+  assert counted["n"] == 3   # one chunk of 12 images in batches of 4
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+  rebuilt = _open(tmp_path / "bad", source)
+  np.testing.assert_array_equal(rebuilt.test_features(np.arange(40)), good)
+
+
+def test_another_key_is_another_cache_and_non_finite_features_refused(tmp_path):
+  source = _Source()
+  _open(tmp_path, source)
+  feature_cache.open_or_build(str(tmp_path), "t", {"name": "t", "seed": 1},
+                              jobs=_jobs(np.arange(0, 40, 2), np.arange(40)), source=source,
+                              extract=_extract, batch_size=4, chunk_images=12, dtype="float32")
+  assert len(os.listdir(tmp_path)) == 2
+  with pytest.raises(feature_cache.FeatureCacheError, match="non-finite"):
+    _open(tmp_path / "nan", source, extract=lambda x: (np.full((x.shape[0], 3), np.nan), None),
+          jobs=_jobs(np.arange(0, 40, 2), np.arange(40), tokens=False))
+
+
+def test_view_sampler_is_a_function_of_seed_step_and_example(tmp_path):
+  from unhash_jax import cached_training
+  from unhash_jax.config import Config
+  source = _Source()
+  cache = _open(tmp_path, source)
+  config = Config(view_recipes=("cibhash", "cibhash"), cached_views=3, seed=5)
+  sample = cached_training.view_sampler(cache, config, tokens=False)
+  positions = np.arange(20)
+  a, b = sample(positions, 7), sample(positions, 7)
+  np.testing.assert_array_equal(a["view:0"], b["view:0"])
+  # A host that holds only some rows draws the same views for them (multi-host, resume).
+  part = sample(positions[5:9], 7)
+  np.testing.assert_array_equal(part["view:1"], a["view:1"][5:9])
+  # The two views of one recipe are always two different cached views; steps differ.
+  assert not np.any(np.all(a["view:0"] == a["view:1"], axis=1))
+  assert not np.array_equal(sample(positions, 8)["view:0"], a["view:0"])

@@ -1,0 +1,222 @@
+"""Training on a frozen-feature cache (``Config.cached_views = E > 0``).
+
+The run's backbone (``config.backbone`` with ``config.pretrained`` weights) is frozen, so its features
+are computed once into a :mod:`~unhash_jax.data.feature_cache` and the method trains its heads on
+them at head-only speed:
+
+* evaluation and the method's ``prepare`` hook read the test transform's pooled features
+  (:class:`CachedFeatureSource`, which stands in for the image source);
+* each training view is a cached augmented view: view ``v`` of an example uses recipe
+  ``view_recipes[v]``; a recipe without randomness (``none``) reads the test features, an augmenting
+  one reads one of the ``E`` cached views, drawn per (seed, step, example) so that a resumed run
+  sees the same views; two views of the same recipe are always two different cached views;
+* the model's backbone is :class:`~unhash_jax.models.cached.CachedFeatures` (no parameters).
+
+Deviation from training on images: the augmentations are a fixed sample of ``E`` per image, and a
+frozen backbone's internal dropout (VGG's fc6/fc7 in CIBHash's replica) is not sampled anew per step
+(``model.feature_dropout`` on the cached feature stands in for the one after fc7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from unhash_jax.config import Config, ConfigError
+from unhash_jax.data import augment, builders, feature_cache
+
+VIEW_PREFIX = "view:"
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def augments(recipe: augment.Recipe) -> bool:
+  """Whether a recipe draws anything at random (else its view is the test transform's)."""
+  off = augment.Recipe(mean=recipe.mean, std=recipe.std, center_square=recipe.center_square,
+                       antialias=recipe.antialias)
+  return recipe != off
+
+
+def augmenting_recipes(config: Config) -> list[str]:
+  """The config's view recipes that augment (each has a ``views:<recipe>`` part in the cache)."""
+  return sorted({r for r in config.view_recipes if augments(augment.get_recipe(r))})
+
+
+def check(config: Config, *, tokens: bool = False) -> None:
+  """Raises ConfigError when a config cannot train on a feature cache (``tokens``: the method
+  trains on patch tokens)."""
+  if config.init_backbone_from:
+    raise ConfigError("--cached_views trains on the features of the --backbone with --pretrained "
+                      "weights; it cannot take its backbone from --init_backbone_from.")
+  if config.model.get("frozen_backbone") is False:
+    raise ConfigError("--cached_views needs a frozen backbone (its features are computed once); "
+                      "drop --nofrozen_backbone or set --cached_views=0.")
+  test = augment.get_recipe(config.view_recipes[0])
+  for r in config.view_recipes:
+    if tokens and not augments(augment.get_recipe(r)):
+      raise ConfigError(f"view recipe {r!r} has no randomness: with --cached_views it would read "
+                        f"the pooled test features, but this method trains on patch tokens.")
+    if not augments(augment.get_recipe(r)) and augment.get_recipe(r) != test:
+      raise ConfigError(f"view recipe {r!r} has no randomness but another test transform than "
+                        f"{config.view_recipes[0]!r}; with --cached_views such a view reads the "
+                        f"test features, so both must agree.")
+
+
+def cache_key(config: Config, source, indices: dict[str, np.ndarray], *, tokens: bool) -> dict:
+  """Everything the cached features depend on (the cache folder is named by its digest)."""
+  from unhash_jax import cache
+  from unhash_jax.models import weights_digest
+  weights = (f"sha256:{weights_digest(config.pretrained)}" if config.pretrained else
+             f"random-init:seed={config.seed}")
+  names = (config.view_recipes[0], *augmenting_recipes(config))
+  recipes = {r: repr(augment.get_recipe(r)) for r in names}
+  return {"dataset": config.dataset, "source": source.name, "num_images": len(source),
+          "image_shape": list(source.image_shape),
+          "indices": {k: cache.digest({"i": np.asarray(v).tolist()}) for k, v in indices.items()},
+          "backbone": config.backbone, "backbone_kwargs": config.model.get("backbone_kwargs", {}),
+          "weights": weights, "image_size": config.image_size,
+          "test_recipe": config.view_recipes[0], "recipes": recipes,
+          "num_views": config.cached_views, "seed": config.seed, "tokens": tokens}
+
+
+def _extractor(config: Config, image_shape) -> Callable:
+  """Jitted ``x [B, S, S, C] -> (pooled, tokens)`` of the frozen, pretrained backbone (host arrays)."""
+  from unhash_jax import xla_cpu
+  from unhash_jax.models import load_weights_into, make_backbone
+  shape = (config.image_size, config.image_size, image_shape[-1])
+  backbone = make_backbone(config.backbone, shape, rngs=nnx.Rngs(params=config.seed),
+                           **config.model.get("backbone_kwargs", {}))
+  if config.pretrained:
+    load_weights_into(backbone, config.backbone, config.pretrained)
+  graphdef, state = nnx.split(backbone)
+
+  def forward(state, x):
+    f = nnx.merge(graphdef, state)(x, train=False)
+    return f.pooled.astype(jnp.float32), f.tokens.astype(jnp.float32)
+
+  compiled = jax.jit(forward, compiler_options=xla_cpu.options_for(
+      jax.devices(), ynn_fusions=config.cpu_ynn_fusions))
+
+  def extract(x):
+    pooled, tokens = compiled(state, x)
+    return np.asarray(pooled), np.asarray(tokens)
+
+  return extract
+
+
+def _recipe_id(name: str) -> int:
+  import zlib
+  return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def open_cache(config: Config, source, splits, *, tokens: bool) -> feature_cache.FeatureCache:
+  """Builds (what is missing of) and opens the feature cache of a resolved config."""
+  check(config, tokens=tokens)
+  test_index = np.unique(np.concatenate([splits.query, splits.database, splits.train,
+                                         splits.val_query, splits.val_database]))
+  train_index = np.asarray(splits.train, np.int64)
+  test_recipe = augment.get_recipe(config.view_recipes[0])
+  size = config.image_size
+  base = jax.random.key(config.seed)
+
+  def test_transform(images, idx, e):
+    return augment.eval_preprocess(images, test_recipe, out_size=size)
+
+  jobs = [feature_cache.Job(feature_cache.TEST_PART, test_index, 1, test_transform)]
+  for name in augmenting_recipes(config):
+    recipe = augment.get_recipe(name)
+    recipe_key = jax.random.fold_in(base, _recipe_id(name))
+
+    def view(images, idx, e, recipe=recipe, recipe_key=recipe_key):
+      keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(recipe_key, i), e))(
+          jnp.asarray(idx, jnp.int32))
+      return augment.augment_each(images, keys, recipe, out_size=size)
+
+    jobs.append(feature_cache.Job(f"views:{name}", train_index, config.cached_views, view,
+                                  tokens=tokens))
+  root = config.feature_cache_dir or os.path.join(config.data_dir or builders.default_data_dir(),
+                                                  "unhash_jax_features")
+  key = cache_key(config, source, {"test": test_index, "train": train_index}, tokens=tokens)
+  return feature_cache.open_or_build(
+      root, f"{config.dataset}-{config.backbone}-{size}", key, jobs=jobs, source=source,
+      extract=_extractor(config, source.image_shape), batch_size=min(64, config.eval_batch_size))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CachedFeatureSource:
+  """Stands in for a :class:`~unhash_jax.data.builders.Source`: ``get_images`` returns the cached
+  test-transform features (float32 ``[n, D]``) of the source indices."""
+
+  images_source: builders.Source
+  cache: feature_cache.FeatureCache
+
+  @property
+  def name(self) -> str:
+    return self.images_source.name
+
+  @property
+  def labels(self) -> np.ndarray:
+    return self.images_source.labels
+
+  @property
+  def official_split(self) -> np.ndarray:
+    return self.images_source.official_split
+
+  @property
+  def class_names(self):
+    return self.images_source.class_names
+
+  @property
+  def image_shape(self) -> tuple[int]:
+    return (self.cache.feature_dim,)
+
+  def __len__(self) -> int:
+    return len(self.images_source)
+
+  def get_images(self, indices) -> np.ndarray:
+    return self.cache.test_features(indices)
+
+
+def _hash_uniform_ints(seed: int, step: int, positions: np.ndarray, salt: int, n: int) -> np.ndarray:
+  """Integers in [0, n) from a SplitMix64 hash of (seed, step, position, salt): per example, so a
+  host draws the same views for its rows as any other host would."""
+  with np.errstate(over="ignore"):
+    x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(step) * np.uint64(0xBF58476D1CE4E5B9)
+         ^ np.uint64(salt) * np.uint64(0x94D049BB133111EB)) + positions.astype(np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9) & _MASK64
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB) & _MASK64
+    x = x ^ (x >> np.uint64(31))
+  return (x % np.uint64(n)).astype(np.int64)
+
+
+def view_sampler(cache: feature_cache.FeatureCache, config: Config, *, tokens: bool
+                 ) -> Callable[[np.ndarray, int], dict[str, np.ndarray]]:
+  """``sample(positions, step) -> {"view:0": [B, ...], ...}`` of cached views (see the module doc)."""
+  recipes = config.view_recipes
+  e_total, seed = config.cached_views, config.seed
+  augmenting = set(augmenting_recipes(config))
+  train_index = cache.train_index
+
+  def sample(positions: np.ndarray, step: int) -> dict[str, np.ndarray]:
+    positions = np.asarray(positions, np.int64)
+    out, used = {}, {}
+    for v, r in enumerate(recipes):
+      if r not in augmenting:
+        feats = cache.test_features(train_index[positions])
+        if tokens:
+          feats = feats[:, None, :]
+        out[f"{VIEW_PREFIX}{v}"] = feats
+        continue
+      e = _hash_uniform_ints(seed, step, positions, 2 * v + 1, e_total)
+      if r in used and e_total > 1:  # a second view of the same recipe: another cached view
+        e = (used[r] + 1 + _hash_uniform_ints(seed, step, positions, 2 * v + 2, e_total - 1)) % e_total
+      used[r] = e
+      out[f"{VIEW_PREFIX}{v}"] = cache.view_features(r, positions, e, tokens=tokens)
+    return out
+
+  return sample
