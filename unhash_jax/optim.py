@@ -70,7 +70,7 @@ def make_plan(config: Config, num_train: int) -> RunPlan:
   if steps_per_epoch < 1:
     raise ValueError(f"the training split has {num_train} images, fewer than one batch of "
                      f"{config.batch_size}; lower --batch_size.")
-  total = int(config.steps if config.steps else config.epochs * steps_per_epoch)
+  total = int(config.steps if config.steps else (config.epochs or 0) * steps_per_epoch)
   return RunPlan(num_train=int(num_train), batch_size=int(config.batch_size),
                  steps_per_epoch=steps_per_epoch, total_steps=total)
 

@@ -78,7 +78,7 @@ class Setup:
   spec: MethodSpec
   plan: RunPlan
   graphdef: Any
-  tx: optax.GradientTransformation
+  tx: optax.GradientTransformation | None   # None for a fitted method
   input_shape: tuple[int, ...]
   mesh: jax.sharding.Mesh
 
@@ -474,7 +474,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   config = resolve_config(config, image_shape=source.image_shape)
   try:
     plan = make_plan(config, len(splits.train))
-    check_schedule(config, plan)
+    if get_method(config.method).fit is None:
+      check_schedule(config, plan)
   except ValueError as e:
     raise ConfigError(str(e)) from None
   inputs = _model_inputs(config, source, splits)
@@ -530,6 +531,8 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
                         ) -> dict[str, Any]:
   writer_process = run_logging.is_writer()
   spec = get_method(config.method)
+  if spec.fit is not None:
+    return _fit_and_evaluate(config, workdir, inputs, splits, plan)
   source = inputs.source
   mesh = parallel.make_data_mesh()
   manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
@@ -652,19 +655,28 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
 
   metrics, q_codes, db_codes = evaluate_split(setup, encode_fn, state, source, splits.query,
                                               splits.database, splits.topk, spec.evaluators)
+  results = _finish(config, workdir, source, splits, metrics, q_codes, db_codes,
+                    steps=total_steps, train_seconds=train_seconds,
+                    best_val_map=best.val_map if best.step >= 0 else None)
+  writer.write(total_steps, {f"test/{k}": v for k, v in _scalars(metrics).items()})
+  writer.close()
+  return results
+
+
+def _finish(config: Config, workdir: str, source, splits, metrics: dict, q_codes, db_codes,
+            **extra) -> dict[str, Any]:
+  """The results dict (with code-collapse statistics), written with the codes and the PR curve."""
   stats = evaluators.code_statistics(db_codes)
   for warning in stats["collapse_warnings"]:
     logging.warning("Collapsed codes: %s", warning)
   results = {"method": config.method, "dataset": config.dataset, "protocol": config.protocol,
              "preset": config.preset, "bits": config.bits,
              "topk": metrics.get("topk", splits.topk), "map": float(metrics["map"]),
-             "backbone": config.backbone, "tie_policy": metrics["tie_policy"],
-             "steps": total_steps, "train_seconds": train_seconds,
-             "best_val_map": best.val_map if best.step >= 0 else None,
+             "backbone": config.backbone, "tie_policy": metrics["tie_policy"], **extra,
              **{k: v for k, v in _scalars(metrics).items() if k not in ("map", "topk", "bits")},
              "distinct_codes": stats["distinct_codes"], "code_bit_balance": stats["bit_balance"],
              "constant_bits": stats["constant_bits"], "warnings": stats["collapse_warnings"]}
-  if writer_process:
+  if run_logging.is_writer():
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)
     np.savez_compressed(
@@ -674,6 +686,36 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
         query_labels=source.labels[splits.query], database_labels=source.labels[splits.database],
         query_index=np.asarray(splits.query), database_index=np.asarray(splits.database))
     retrieval.plot_pr_curve(metrics, os.path.join(workdir, "pr_curve.png"))
-  writer.write(total_steps, {f"test/{k}": v for k, v in _scalars(metrics).items()})
-  writer.close()
   return results
+
+
+def _fit_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, plan: RunPlan
+                      ) -> dict[str, Any]:
+  """A fitted method (``spec.fit``, no training loop) on the frozen features of the splits."""
+  spec = get_method(config.method)
+  saved = workdir_lib.read_saved_config(workdir)
+  if saved is not None:
+    workdir_lib.resume_changes(saved, config, what=os.path.join(workdir, workdir_lib.CONFIG_FILE))
+  mesh = parallel.make_data_mesh()
+  model = build_model(config, inputs.input_shape, plan)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  state = jax.device_put(TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
+                                    opt_state=()), parallel.replicated_sharding(mesh))
+  setup = Setup(config=config, spec=spec, plan=plan, graphdef=graphdef, tx=None,
+                input_shape=tuple(inputs.input_shape), mesh=mesh)
+  features = _frozen_features_fn(setup, state, inputs.source)
+  t0 = time.perf_counter()
+  fitted = spec.fit(config, features(splits.train))
+  fit_seconds = time.perf_counter() - t0
+  logging.info("Fitted %s on %d training images in %.2f s.", config.method, len(splits.train),
+               fit_seconds)
+  q_codes = np.asarray(fitted.encode(features(splits.query)), np.float32)
+  db_codes = np.asarray(fitted.encode(features(splits.database)), np.float32)
+  metrics = evaluators.run_evaluators(spec.evaluators, q_codes, db_codes,
+                                      inputs.source.labels[splits.query],
+                                      inputs.source.labels[splits.database], topk=splits.topk)
+  if run_logging.is_writer():
+    workdir_lib.write_config_once(workdir, config)
+    np.savez(os.path.join(workdir, "fitted.npz"), **fitted.to_arrays())
+  return _finish(config, workdir, inputs.source, splits, metrics, q_codes, db_codes, steps=0,
+                 fit_seconds=fit_seconds)

@@ -46,8 +46,11 @@ class MethodSpec:
     make_model: ``(config, BuildContext) -> nnx.Module``.
     compute_loss: ``(model, StepBatch, StepContext) -> (loss, aux)``: ``loss`` a float32 scalar,
       ``aux`` a dict of float32 scalars (logged); the model is in training mode and may overwrite
-      its :class:`~unhash_jax.methods.contract.MethodState` variables.
+      its :class:`~unhash_jax.methods.contract.MethodState` variables. None for a ``fit`` method.
     encode: ``(model, images) -> [B, bits]`` real values whose ``sign₀`` is the test code.
+    fit: instead of a training loop (classical baselines): ``(config, train_features [N, D]) ->
+      encoder`` with ``encoder.encode(features) -> [n, bits]`` and ``encoder.to_arrays()``; the
+      features are the model's frozen backbone (or the feature cache) on the test transform.
     hparams: the loss hyper-parameters (:class:`~unhash_jax.methods.hparams.HParam`; each is a CLI
       flag and is checked against its range).
     defaults: values of :data:`RESOLVABLE_FIELDS`, ``model`` and ``hparams`` used when neither the
@@ -66,8 +69,8 @@ class MethodSpec:
   name: str
   description: str
   make_model: Callable[[Config, BuildContext], nnx.Module]
-  compute_loss: Callable[[nnx.Module, StepBatch, StepContext], tuple[jax.Array, dict]]
-  encode: Callable[[nnx.Module, jax.Array], jax.Array]
+  compute_loss: Callable[[nnx.Module, StepBatch, StepContext], tuple[jax.Array, dict]] | None
+  encode: Callable[[nnx.Module, jax.Array], jax.Array] | None
   hparams: Sequence[HParam]
   defaults: Mapping[str, Any]
   presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
@@ -76,9 +79,13 @@ class MethodSpec:
       optim.make_optimizer)
   evaluators: tuple[str, ...] = ("map",)
   feature_tokens: bool = False
+  fit: Callable[[Config, Any], Any] | None = None
   min_bits: int = 1
 
   def __post_init__(self):
+    if (self.fit is None) == (self.compute_loss is None or self.encode is None):
+      raise ValueError(f"method {self.name!r}: give either compute_loss and encode (a trained "
+                       f"method) or fit (a fitted one).")
     names = [h.name for h in self.hparams]
     if len(set(names)) != len(names):
       raise ValueError(f"method {self.name!r} declares a hyper-parameter twice: {names}.")
@@ -217,14 +224,14 @@ def _check(config: Config, spec: MethodSpec) -> None:
        f"--batch_size must be >= 1, got {config.batch_size}.")
   need(config.batch_size % n == 0, f"--batch_size={config.batch_size} is not divisible by the "
        f"number of devices ({n}); choose a multiple of {n}.")
-  for field in ("learning_rate",):
-    value = getattr(config, field)
-    need(_is_number(value) and math.isfinite(value) and value > 0,
-         f"--{field} must be a finite number > 0, got {value}.")
+  trained = spec.fit is None
+  need(not trained or (_is_number(config.learning_rate) and math.isfinite(config.learning_rate)
+                       and config.learning_rate > 0),
+       f"--learning_rate must be a finite number > 0, got {config.learning_rate}.")
   need(_is_number(config.weight_decay) and math.isfinite(config.weight_decay)
        and config.weight_decay >= 0, f"--weight_decay must be finite and >= 0, got "
        f"{config.weight_decay}.")
-  need(config.steps is not None or config.epochs is not None,
+  need(spec.fit is not None or config.steps is not None or config.epochs is not None,
        f"method {spec.name!r} names neither steps nor epochs; pass --steps or --epochs.")
   for field, low in (("steps", 1), ("epochs", 1), ("eval_every", 0), ("checkpoint_every", 0),
                      ("log_every", 1), ("keep_checkpoints", 1), ("eval_batch_size", 1),
@@ -241,7 +248,8 @@ def _check(config: Config, spec: MethodSpec) -> None:
     need(r in augment.PRESETS, f"unknown augmentation recipe {r!r} in --view_recipes; valid "
          f"names: {', '.join(sorted(augment.PRESETS))}.")
   try:
-    optim.check_schedule(config)
+    if trained:
+      optim.check_schedule(config)
     xla_cpu.check_ynn_fusions(config.cpu_ynn_fusions)
   except ValueError as e:
     raise ConfigError(str(e)) from None
