@@ -67,18 +67,21 @@ def digits_map(bits: int, official: bool) -> dict:
   original = _common.symmetric_bernoulli_kl
   if official:
     _common.symmetric_bernoulli_kl = official_symmetric_kl
+  form = "official_eps_1e-8" if official else "exact"
   try:
     with tempfile.TemporaryDirectory() as tmp:
       t0 = time.perf_counter()
-      results = train.train_and_evaluate(Config(method="cibhash", bits=bits), tmp)
+      try:
+        results = train.train_and_evaluate(Config(method="cibhash", bits=bits), tmp)
+      except train.NonFiniteLossError as e:
+        return {"bits": bits, "kl_form": form, "map": None, "error": str(e).split(";")[0]}
       wall = time.perf_counter() - t0
       rows = [json.loads(l) for l in open(os.path.join(tmp, "metrics.jsonl"))]
   finally:
     _common.symmetric_bernoulli_kl = original
   kl = [r["train/kl"] for r in rows if "train/kl" in r]
-  return {"bits": bits, "kl_form": "official_eps_1e-8" if official else "exact",
-          "map": results["map"], "p@1": results.get("p@1"), "final_train_kl": kl[-1],
-          "wall_s": round(wall, 1)}
+  return {"bits": bits, "kl_form": form, "map": results["map"], "p@1": results.get("p@1"),
+          "final_train_kl": kl[-1], "wall_s": round(wall, 1)}
 
 
 def main():
