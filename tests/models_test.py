@@ -23,6 +23,9 @@ def test_backbones_give_pooled_features_and_tokens(name, shape, tokens):
   assert feats.pooled.shape == (3, model.backbone.feature_dim)
   assert feats.tokens.shape == (3, tokens, model.backbone.feature_dim)
   assert model(x).shape == (3, 12)
+  # the backbone call API: backbone(x, *, train, key); these have no dropout and ignore the key
+  keyed = model.backbone(x, train=False, key=jax.random.key(0))
+  np.testing.assert_array_equal(keyed.pooled, feats.pooled)
 
 
 def test_unknown_and_duplicate_names_raise():
