@@ -159,3 +159,19 @@ def test_view_sampler_is_a_function_of_seed_step_and_example(tmp_path):
   # The two views of one recipe are always two different cached views; steps differ.
   assert not np.any(np.all(a["view:0"] == a["view:1"], axis=1))
   assert not np.array_equal(sample(positions, 8)["view:0"], a["view:0"])
+
+
+def test_a_part_without_tokens_is_extracted_again_when_tokens_are_asked_for(tmp_path):
+  source = _Source()
+  train, test = np.arange(0, 40, 2), np.arange(40)
+  pooled_only = _open(tmp_path, source, jobs=_jobs(train, test, tokens=False))
+  with pytest.raises(feature_cache.FeatureCacheError, match="holds no"):
+    pooled_only.view_features("cibhash", [0], [0], tokens=True)
+  with_tokens = _open(tmp_path, source, jobs=_jobs(train, test, tokens=True))
+  assert with_tokens.view_features("cibhash", [0], [0], tokens=True).shape == (1, 4, 3)
+  np.testing.assert_allclose(with_tokens.view_features("cibhash", train // 2, np.zeros(20, int)),
+                             pooled_only.view_features("cibhash", train // 2, np.zeros(20, int)))
+  # The tokens stay for later runs that do not need them.
+  again = _open(tmp_path, source, jobs=_jobs(train, test, tokens=False))
+  assert again.token_shape("cibhash") == (4, 3)
+  assert len(os.listdir(tmp_path)) == 1

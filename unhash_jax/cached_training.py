@@ -67,7 +67,7 @@ def check(config: Config, *, tokens: bool = False) -> None:
                         f"test features, so both must agree.")
 
 
-def cache_key(config: Config, source, indices: dict[str, np.ndarray], *, tokens: bool) -> dict:
+def cache_key(config: Config, source, indices: dict[str, np.ndarray]) -> dict:
   """Everything the cached features depend on (the cache folder is named by its digest)."""
   from unhash_jax import cache
   from unhash_jax.models import weights_digest
@@ -81,7 +81,7 @@ def cache_key(config: Config, source, indices: dict[str, np.ndarray], *, tokens:
           "backbone": config.backbone, "backbone_kwargs": config.model.get("backbone_kwargs", {}),
           "weights": weights, "image_size": config.image_size,
           "test_recipe": config.view_recipes[0], "recipes": recipes,
-          "num_views": config.cached_views, "seed": config.seed, "tokens": tokens}
+          "num_views": config.cached_views, "seed": config.seed}
 
 
 def _extractor(config: Config, image_shape) -> Callable:
@@ -141,7 +141,7 @@ def open_cache(config: Config, source, splits, *, tokens: bool) -> feature_cache
                                   tokens=tokens))
   root = config.feature_cache_dir or os.path.join(config.data_dir or builders.default_data_dir(),
                                                   "unhash_jax_features")
-  key = cache_key(config, source, {"test": test_index, "train": train_index}, tokens=tokens)
+  key = cache_key(config, source, {"test": test_index, "train": train_index})
   return feature_cache.open_or_build(
       root, f"{config.dataset}-{config.backbone}-{size}", key, jobs=jobs, source=source,
       extract=_extractor(config, source.image_shape), batch_size=min(64, config.eval_batch_size))

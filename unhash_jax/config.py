@@ -61,7 +61,8 @@ class Config:
       read without PyTorch: :func:`unhash_jax.models.load_pretrained`); None = its random init.
     cached_views: E > 0 trains on a frozen-feature cache (:mod:`unhash_jax.cached_training`): the
       frozen backbone's test features and E augmented views per training image, computed once;
-      0 = the backbone runs on augmented images every step.
+      0 = the backbone runs on augmented images every step; None = the method's preset (0 when it
+      names none).
     feature_cache_dir: where feature caches live; None = ``<data_dir>/unhash_jax_features``.
     init_backbone_from: workdir of another run (any method, same backbone and input size) whose
       latest checkpoint initialises the backbone before training; only read, never written. None
@@ -105,7 +106,7 @@ class Config:
   model: dict[str, Any] = dataclasses.field(default_factory=dict)
   distributed: bool = False
   pretrained: str | None = None
-  cached_views: int = 0
+  cached_views: int | None = None
   feature_cache_dir: str | None = None
   init_backbone_from: str | None = None
   cpu_ynn_fusions: str = "dots_reductions"

@@ -69,10 +69,10 @@ flags.DEFINE_bool("select_on_val", False, "Evaluate the best-validation state, n
 flags.DEFINE_string("pretrained", None,
                     "Weights of --backbone: a torchvision/timm state dict (.pth/.bin/.safetensors, "
                     "read without PyTorch), e.g. ../shared/data/mobilenet_v2-b0353104.pth.")
-flags.DEFINE_integer("cached_views", 0,
+flags.DEFINE_integer("cached_views", None,
                      "E > 0: train on a cache of the frozen backbone's features (test transform + E "
                      "augmented views per training image, computed once, resumable); 0: run the "
-                     "backbone on augmented images every step.")
+                     "backbone on augmented images every step; default: the method's preset (0).")
 flags.DEFINE_string("feature_cache_dir", None,
                     "Folder of feature caches; default <data_dir>/unhash_jax_features.")
 flags.DEFINE_bool("cache_only", False,

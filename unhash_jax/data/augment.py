@@ -273,6 +273,8 @@ PRESETS: dict[str, Recipe] = {
         noise_std=0.05, mean=DIGITS_MEAN, std=DIGITS_STD),
     # No augmentation: resize + ImageNet normalisation (methods without views, backbone inputs).
     "none": Recipe(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    # No augmentation on digits: resize + the digits mean/std (DDH's un-augmented view).
+    "digits_none": Recipe(mean=DIGITS_MEAN, std=DIGITS_STD),
     # No augmentation and no normalisation: resize only, pixels in [0, 1].
     "raw": Recipe(),
 }

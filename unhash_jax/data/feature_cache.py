@@ -67,7 +67,8 @@ class Job:
     num_views: views per image (1 for the test part).
     preprocess: ``preprocess(images uint8 [B, H, W, C], source_indices [B], view e) -> float
       [B, S, S, C]`` (the test transform, or the augmentation with the per-image keys).
-    tokens: store the tokens as well.
+    tokens: store the tokens as well (a part stored with tokens also serves runs that do not
+      need them; one stored without them is extracted again when they are asked for).
   """
 
   name: str
@@ -171,7 +172,7 @@ def open_or_build(root: str, name: str, key: Mapping[str, Any], *, jobs: Sequenc
                verify=verify)
     arrays = {}
     for job in jobs:
-      for kind in ("pooled", "tokens") if job.tokens else ("pooled",):
+      for kind in ("pooled", "tokens") if progress[job.name]["tokens"] else ("pooled",):
         arrays[f"{job.name}:{kind}"] = np.load(os.path.join(directory, _file(job.name, kind)),
                                                mmap_mode="r")
   test = next(j for j in jobs if j.name == TEST_PART)
@@ -241,7 +242,16 @@ def _run_job(directory, job: Job, progress: dict, *, source, extract, batch_size
                             f"this run needs {n} x {job.num_views}; move the folder aside.")
   state.update(num_images=n, num_views=job.num_views, num_chunks=num_chunks)
   done: dict[str, int] = state.setdefault("done", {})
-  kinds = ("pooled", "tokens") if job.tokens else ("pooled",)
+  if job.tokens and not state.get("tokens"):
+    # A part extracted without tokens is extracted again, with them (one pass gives both).
+    if done:
+      logging.info("Feature cache %s part %s: extracting it again with tokens.", directory,
+                   job.name)
+    done.clear()
+    state.pop("shapes", None)
+    state["tokens"] = True
+  state.setdefault("tokens", False)
+  kinds = ("pooled", "tokens") if state["tokens"] else ("pooled",)
   arrays = _open_arrays(directory, job, state, kinds, dtype)
   if arrays is not None and verify and done:
     bad = [c for c, crc in done.items() if _crc(_chunk_rows(arrays, int(c), per_chunk, kinds)) != crc]
@@ -260,7 +270,8 @@ def _run_job(directory, job: Job, progress: dict, *, source, extract, batch_size
   try:
     for c in todo:
       rows = job.indices[c * per_chunk:(c + 1) * per_chunk]
-      out = _extract_chunk(source, rows, job, extract, batch_size)
+      out = _extract_chunk(source, rows, dataclasses.replace(job, tokens=state["tokens"]), extract,
+                           batch_size)
       if arrays is None:   # the first chunk tells the shapes
         state["shapes"] = {k: list(v.shape[2:]) for k, v in out.items()}
         arrays = _open_arrays(directory, job, state, kinds, dtype, create=True)

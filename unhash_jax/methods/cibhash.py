@@ -14,7 +14,7 @@ from unhash_jax.losses._common import bit_balance
 from unhash_jax.losses.cibhash import cibhash_loss_with_aux
 from unhash_jax.methods import hparams as hp
 from unhash_jax.methods.contract import BuildContext, StepBatch, StepContext
-from unhash_jax.methods.registry import MethodSpec, build_backbone, register
+from unhash_jax.methods.registry import MethodSpec, build_backbone, common_preset, register
 from unhash_jax.models import HashEncoder
 
 
@@ -86,5 +86,11 @@ CIBHASH = register(MethodSpec(
                    "checkpoint_every": 1000, "image_size": 8,
                    "view_recipes": ("digits", "digits"), "hparams": {"temperature": 0.5}},
         "cifar10": {"backbone": "small_cnn", "image_size": 32},
+        # The official setting: a frozen ImageNet VGG-16 whose fc6/fc7 dropout stays active while
+        # the head trains, 224-px views, the cibhash protocol (needs --pretrained=<vgg16 .pth>).
+        # The official code runs 60 epochs (>= 80 at 16 bits: pass --epochs=80).
+        "paper": {"backbone": "vgg16", "image_size": 224, "protocol": "cibhash",
+                  "model": {"frozen_backbone": True}},
+        "common": common_preset(),
     },
 ))

@@ -24,6 +24,7 @@ import dataclasses
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -74,8 +75,10 @@ class StepContext:
 
   @property
   def progress(self) -> jax.Array:
-    """``step / total_steps`` as a float32 scalar in [0, 1] (traced)."""
-    return self.step.astype(np.float32) / np.maximum(self.total_steps, 1).astype(np.float32)
+    """``step / (total_steps − 1)`` as a float32 scalar in [0, 1] (traced): 0 at the first step,
+    1 at the last."""
+    denominator = jnp.maximum(self.total_steps - 1, 1).astype(jnp.float32)
+    return jnp.clip(self.step.astype(jnp.float32) / denominator, 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from unhash_jax.losses._common import bit_balance, l2_normalize
 from unhash_jax.losses.nsh import nsh_loss_with_aux
 from unhash_jax.methods import hparams as hp
 from unhash_jax.methods.contract import BuildContext, StepBatch, StepContext
-from unhash_jax.methods.registry import MethodSpec, build_backbone, register
+from unhash_jax.methods.registry import MethodSpec, build_backbone, common_preset, register
 from unhash_jax.models import Features, backbone_features
 
 
@@ -140,5 +140,9 @@ NSH = register(MethodSpec(
                    "weight_decay": 0.0, "view_recipes": ("digits_light", "digits_light"),
                    "hparams": {"quantization_weight": 0.1, "sort_temperature": 0.125}},
         "cifar10": {"backbone": "small_cnn", "image_size": 32},
+        # kamwoh/sdc's setting: a frozen ImageNet ResNet-50 (BN in inference mode, 2048-d pooled
+        # feature), 224-px MoCo-v2 views (needs --pretrained=<resnet50 .pth>).
+        "paper": {"backbone": "resnet50", "image_size": 224, "model": {"frozen_backbone": True}},
+        "common": common_preset(),
     },
 ))

@@ -25,12 +25,22 @@ from unhash_jax.models import BACKBONES, make_backbone
 # Config fields that a method's presets and defaults fill when the user left them None.
 RESOLVABLE_FIELDS = ("protocol", "backbone", "batch_size", "optimizer", "learning_rate",
                      "lr_schedule", "final_learning_rate", "warmup_steps", "weight_decay",
-                     "image_size", "view_recipes", "epochs", "steps", "eval_every",
-                     "checkpoint_every")
+                     "image_size", "view_recipes", "cached_views", "epochs", "steps",
+                     "eval_every", "checkpoint_every")
 
 # What a resolvable field falls back to when neither the preset nor the method's defaults name it.
 FALLBACKS = {"optimizer": "adam", "lr_schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0,
-             "eval_every": 0, "checkpoint_every": 0}
+             "eval_every": 0, "checkpoint_every": 0, "cached_views": 0}
+
+
+def common_preset(**overrides) -> dict[str, Any]:
+  """docs/methods.md's ``common`` preset: one frozen ImageNet backbone for every method (VGG-16 fc7;
+  ``--backbone``/``--pretrained`` name another) and CIBHash's augmentations, trained head-only on a
+  feature cache of 8 views per image, so numbers compare across methods [project choice: one
+  recipe, hence one cache, for all methods]."""
+  return {"backbone": "vgg16", "image_size": 224, "cached_views": 8,
+          "view_recipes": ("cibhash", "cibhash"), "model": {"frozen_backbone": True},
+          **overrides}
 
 # Keys a preset or the defaults may hold besides RESOLVABLE_FIELDS.
 _PRESET_EXTRA_KEYS = ("hparams", "model")

@@ -1,0 +1,147 @@
+"""CIFAR-10 (``cifar10-i``) on frozen ImageNet features: build the feature cache, run every row, table.
+
+The rows of ``experiments/results/cifar10_frozen.json`` and the README: CIBHash, NSH, DDH, WCH, HARR,
+FDBH (the ``common`` preset on a frozen backbone's feature cache), LSH, PCAH, ITQ, SH (fitted on the
+same features), and cosine kNN on the raw pooled features, at 16/32/64 bits. Each row's command is
+the ``python -m unhash_jax.main`` command that made it (recorded in the JSON).
+
+  python experiments/cifar10_frozen.py cache          # extract once (resumable; tokens for WCH)
+  python experiments/cifar10_frozen.py run cibhash itq --bits 16 32 64
+  python experiments/cifar10_frozen.py knn
+  python experiments/cifar10_frozen.py table          # JSON + markdown from the finished workdirs
+
+Options name the data (``--archive``, ``--pretrained``), the backbone and image size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+RESULTS = os.path.join(ROOT, "experiments", "results", "cifar10_frozen.json")
+DEEP = ("cibhash", "nsh", "ddh", "wch", "harr", "fdbh")
+CLASSICAL = ("lsh", "pcah", "itq", "sh")
+
+
+def common_flags(args) -> list[str]:
+  return [f"--dataset=cifar10", f"--archive={args.archive}", "--preset=common",
+          f"--backbone={args.backbone}", f"--pretrained={args.pretrained}",
+          f"--image_size={args.image_size}"] + (
+              [f"--data_dir={args.data_dir}"] if args.data_dir else [])
+
+
+def command(args, method: str, bits: int) -> list[str]:
+  workdir = os.path.join(args.runs, f"{method}-{args.backbone}{args.image_size}-{bits}b")
+  return ["python", "-m", "unhash_jax.main", f"--method={method}", f"--bits={bits}",
+          *common_flags(args), f"--workdir={workdir}", *args.extra]
+
+
+def _open(args, *, tokens: bool):
+  from unhash_jax import cached_training
+  from unhash_jax.config import Config
+  from unhash_jax.data import builders, protocols
+  from unhash_jax.methods import resolve_config
+  config = resolve_config(Config(method="cibhash", dataset="cifar10", archive=args.archive,
+                                 preset="common", backbone=args.backbone,
+                                 pretrained=args.pretrained, image_size=args.image_size,
+                                 data_dir=args.data_dir))
+  source = builders.load_source("cifar10", data_dir=config.data_dir, archive=config.archive)
+  splits = protocols.make_splits(config.protocol, source, seed=config.split_seed)
+  return config, source, splits, cached_training.open_cache(config, source, splits, tokens=tokens)
+
+
+def cache(args) -> None:
+  """Builds the cache every ``common``-preset row shares, with tokens (WCH trains on them; the
+  others read the pooled part). Resumable: run it again after a kill."""
+  from absl import logging
+  logging.set_verbosity(logging.INFO)
+  t0 = time.perf_counter()
+  _, _, _, feature_cache = _open(args, tokens=True)
+  print(json.dumps({"cache": feature_cache.directory, "seconds": round(time.perf_counter() - t0)}))
+
+
+def run(args) -> None:
+  for method in args.methods:
+    for bits in args.bits:
+      cmd = command(args, method, bits)
+      print(" ".join(shlex.quote(c) for c in cmd), flush=True)
+      t0 = time.perf_counter()
+      proc = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT)
+      print(f"# exit {proc.returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def knn(args) -> dict:
+  """Cosine kNN on the cached pooled test features: the real-valued reference (mAP@1000)."""
+  from unhash_jax import cosine_retrieval
+  config, source, splits, feature_cache = _open(args, tokens=False)
+  t0 = time.perf_counter()
+  value = cosine_retrieval.cosine_mean_average_precision(
+      feature_cache.test_features(splits.query), feature_cache.test_features(splits.database),
+      source.labels[splits.query], source.labels[splits.database], topk=splits.topk)
+  row = {"method": "cosine_knn", "bits": None, "map": value, "backbone": args.backbone,
+         "image_size": args.image_size, "protocol": config.protocol, "topk": splits.topk,
+         "command": f"python experiments/cifar10_frozen.py knn --backbone={args.backbone} "
+                    f"--image_size={args.image_size}",
+         "seconds": round(time.perf_counter() - t0, 1),
+         "feature_dim": int(feature_cache.feature_dim)}
+  print(json.dumps(row), flush=True)
+  out = os.path.join(args.runs, f"cosine_knn-{args.backbone}{args.image_size}.json")
+  os.makedirs(args.runs, exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(row, f, indent=2)
+  return row
+
+
+def table(args) -> None:
+  rows = []
+  for method in (*DEEP, *CLASSICAL):
+    for bits in (16, 32, 64):
+      cmd = command(args, method, bits)
+      workdir = cmd[[c.startswith("--workdir=") for c in cmd].index(True)].split("=", 1)[1]
+      path = os.path.join(ROOT, workdir, "results.json")
+      if not os.path.exists(path):
+        continue
+      r = json.load(open(path))
+      rows.append({"method": method, "bits": bits, "map": r["map"], "backbone": args.backbone,
+                   "image_size": args.image_size, "protocol": r["protocol"], "topk": r["topk"],
+                   "command": " ".join(shlex.quote(c) for c in cmd),
+                   "train_seconds": r.get("train_seconds", r.get("fit_seconds")),
+                   "map@ddh_full": r.get("map@ddh_full")})
+  knn_path = os.path.join(args.runs, f"cosine_knn-{args.backbone}{args.image_size}.json")
+  if os.path.exists(knn_path):
+    rows.append(json.load(open(knn_path)))
+  previous = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {"rows": []}
+  keep = [r for r in previous["rows"] if (r["backbone"], r["image_size"]) !=
+          (args.backbone, args.image_size)]
+  with open(RESULTS, "w") as f:
+    json.dump({"rows": keep + rows}, f, indent=2)
+  for r in keep + rows:
+    print(f"| {r['method']} | {r['bits']} | {r['map']:.4f} | {r['backbone']} {r['image_size']} |")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("what", choices=("cache", "run", "knn", "table"))
+  parser.add_argument("methods", nargs="*", default=list(DEEP + CLASSICAL))
+  parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+  parser.add_argument("--archive", default=os.path.join(SHARED, "cifar10-jpeg.tar.gz"))
+  parser.add_argument("--pretrained", default=os.path.join(SHARED, "mobilenet_v2-b0353104.pth"))
+  parser.add_argument("--backbone", default="mobilenet_v2")
+  parser.add_argument("--image_size", type=int, default=224)
+  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--runs", default="runs/cifar10_frozen")
+  parser.add_argument("--extra", nargs="*", default=[], help="more flags for every run")
+  args = parser.parse_args()
+  {"cache": cache, "run": run, "knn": knn, "table": table}[args.what](args)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,116 @@
+"""FDBH wired into the trainer (docs/methods.md §2.6, **project formulation**).
+
+An anonymous manuscript, "Unsupervised Contrastive Learning Hashing with Adaptive Distribution
+Balanced Feature Learning for Image Retrieval" (venue and authors not confirmed; no code).
+Formulation follows the paper's description; constants chosen by this project (every one a flag).
+
+* Model: backbone ``f`` → encoder ``Linear(d → 1024) → ReLU → Linear(1024 → K)`` = ``h`` → FDO
+  standardisation ``ĥ = (h − μ_k)/√(σ²_k + ε)`` per bit over the batch, without affine, with
+  running statistics for inference (an ``nnx.BatchNorm`` without scale and bias, momentum 0.9) →
+  codes ``b = STE(tanh(γ·ĥ))``; a decoder ``Linear(K → 1024) → ReLU → Linear(1024 → d)``
+  reconstructs the stop-gradient feature from the codes.
+* γ is annealed linearly from ``gamma_start`` to ``gamma_max`` over the run from the traced step
+  inside the jitted step (no recompilation); ``anneal_gamma=False`` keeps it at ``gamma_max``.
+* Loss (``losses.fdbh_loss``): NT-Xent on the codes (CIBHash's contrastive term) + λ_rec·L_rec +
+  λ_fdo·L_fdo (bit balance + polarization of tanh(ĥ)).
+* Test codes ``sign₀(ĥ)`` with the running statistics (γ does not change the sign).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from unhash_jax.config import Config
+from unhash_jax.losses._common import bit_balance
+from unhash_jax.losses.fdbh import fdbh_loss_with_aux
+from unhash_jax.methods import hparams as hp
+from unhash_jax.methods.contract import BuildContext, StepBatch, StepContext
+from unhash_jax.methods.registry import MethodSpec, build_backbone, common_preset, register
+from unhash_jax.models import Features, HashHead, backbone_features
+
+
+class FDBHModel(nnx.Module):
+  """Backbone → encoder → FDO standardisation (running statistics, no affine); decoder back to ``f``."""
+
+  def __init__(self, backbone: nnx.Module, bits: int, *, hidden: int = 1024,
+               frozen_backbone: bool = False, momentum: float = 0.9, eps: float = 1e-5,
+               rngs: nnx.Rngs):
+    self.backbone = backbone
+    self.encoder = HashHead(backbone.feature_dim, bits, hidden=hidden, rngs=rngs)
+    self.fdo = nnx.BatchNorm(bits, use_bias=False, use_scale=False, momentum=momentum,
+                             epsilon=eps, rngs=rngs)
+    self.decoder = HashHead(bits, backbone.feature_dim, hidden=hidden, rngs=rngs)
+    self.frozen_backbone = frozen_backbone
+
+  def features(self, x: jax.Array, *, train: bool = False) -> Features:
+    return backbone_features(self.backbone, x, train=train, frozen=self.frozen_backbone)
+
+  def standardized(self, f: jax.Array, *, train: bool) -> jax.Array:
+    """``ĥ [B, K]``: batch statistics (and their running update) in training, running ones else."""
+    return self.fdo(self.encoder(f), use_running_average=not train)
+
+  def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    """``(ĥ, f)``: the standardised encoder output and the pooled feature."""
+    f = self.features(x, train=train).pooled
+    return self.standardized(f, train=train), f
+
+
+def make_model(config: Config, ctx: BuildContext) -> FDBHModel:
+  opts = config.model
+  return FDBHModel(build_backbone(config, ctx), config.bits, hidden=opts.get("hidden", 1024),
+                   frozen_backbone=opts.get("frozen_backbone", False), rngs=ctx.rngs)
+
+
+def gamma_at(ctx: StepContext) -> jax.Array:
+  """γ of this step: linear from ``gamma_start`` (first step) to ``gamma_max`` (last), traced."""
+  h = ctx.hparams
+  if not h["anneal_gamma"]:
+    return jnp.float32(h["gamma_max"])
+  return h["gamma_start"] + (h["gamma_max"] - h["gamma_start"]) * ctx.progress
+
+
+def compute_loss(model: FDBHModel, batch: StepBatch, ctx: StepContext) -> tuple[jax.Array, dict]:
+  view1, view2 = batch.views
+  h1, f1 = model(view1, train=True)
+  h2, f2 = model(view2, train=True)
+  h = ctx.hparams
+  gamma = gamma_at(ctx)
+  loss, aux = fdbh_loss_with_aux(h1, h2, f1, f2, decode=model.decoder, gamma=gamma,
+                                 temperature=h["temperature"], rec_weight=h["rec_weight"],
+                                 fdo_weight=h["fdo_weight"])
+  aux["gamma"] = gamma
+  aux["bit_balance"] = bit_balance(jnp.where(h1 >= 0, 1.0, -1.0))
+  return loss, aux
+
+
+def encode(model: FDBHModel, images: jax.Array) -> jax.Array:
+  return model(images, train=False)[0]
+
+
+FDBH = register(MethodSpec(
+    name="fdbh",
+    description="FDBH (project formulation): contrastive hashing with polarization, per-bit "
+                "feature-distribution optimisation and reconstruction",
+    make_model=make_model,
+    compute_loss=compute_loss,
+    encode=encode,
+    hparams=(
+        hp.positive("temperature", 0.3, "τ of the NT-Xent on the codes"),
+        hp.positive("gamma_start", 1.0, "γ at the first step (polarization tanh(γ·ĥ))"),
+        hp.positive("gamma_max", 10.0, "γ at the last step"),
+        hp.flag("anneal_gamma", True, "anneal γ linearly over the run (else γ = gamma_max)"),
+        hp.non_negative("rec_weight", 1.0, "λ_rec, weight of the feature reconstruction"),
+        hp.non_negative("fdo_weight", 0.1, "λ_fdo, weight of bit balance + polarization"),
+    ),
+    defaults={"backbone": "small_cnn", "batch_size": 64, "learning_rate": 1e-3, "epochs": 60,
+              "view_recipes": ("cibhash", "cibhash"), "model": {"hidden": 1024}},
+    presets={
+        "digits": {"backbone": "mlp", "batch_size": 128, "steps": 3000, "eval_every": 1000,
+                   "checkpoint_every": 1000, "image_size": 8, "view_recipes": ("digits", "digits"),
+                   "hparams": {"temperature": 0.5}},
+        "cifar10": {"backbone": "small_cnn", "image_size": 32},
+        "common": common_preset(),
+    },
+))

@@ -1,0 +1,120 @@
+"""WCH wired into the trainer (docs/methods.md §2.3): mutual attention, patch-weighted contrastive codes.
+
+Yu, Qiu, Chen, Zhang. "Weighted Contrastive Hashing". ACCV 2022 (arXiv 2209.14099); official code
+RosieYuu/WCH, whose released objective this reproduces.
+
+* Model: the backbone's patch tokens ``X [B, P, D]`` (ViT-B/16 without CLS in the paper; any
+  backbone's spatial tokens here) → in training, the parameter-free mutual attention between the two
+  views of each image → ``LayerNorm(D, eps 1e-6)`` of the mean token → ``Linear(D → 1024) → ReLU →
+  Linear(1024 → K) → tanh`` (Kaiming-uniform weights on fan-out, N(0, 1) biases, as the official
+  code) → straight-through sign in the loss.
+* Test codes: no mutual attention, ``sign₀`` of the head on ``LN(mean_p X)``; :func:`encode` returns
+  the pre-tanh logits (same signs).
+* Loss (``losses.wch_loss``): soft-target CE of the code logits against the patch-level max-mean
+  similarity weights (not detached, not renormalised by default) + the view-1 bit-balance /
+  quantization regulariser.
+* Optimisation: Adam 1e-5 with a cosine decay stepped per epoch (50 epochs, batch 32). Unlike the
+  official code, the model is not selected on the query set: the last state is evaluated (or the best
+  on the validation split with ``--select_on_val``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from unhash_jax import patch_similarity
+from unhash_jax.config import Config
+from unhash_jax.losses._common import bit_balance
+from unhash_jax.losses.wch import wch_loss_with_aux
+from unhash_jax.methods import hparams as hp
+from unhash_jax.methods.contract import BuildContext, StepBatch, StepContext
+from unhash_jax.methods.registry import MethodSpec, build_backbone, common_preset, register
+from unhash_jax.models import backbone_features
+
+# The official init: Kaiming-uniform on fan-out with gain √2 for the weights, N(0, 1) for the biases.
+_KERNEL_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "uniform")
+_BIAS_INIT = nnx.initializers.normal(stddev=1.0)
+
+
+class WCHModel(nnx.Module):
+  """Backbone tokens → (mutual attention in training) → LN(mean token) → hash head → tanh."""
+
+  def __init__(self, backbone: nnx.Module, bits: int, *, hidden: int = 1024,
+               frozen_backbone: bool = False, rngs: nnx.Rngs):
+    dim = int(getattr(backbone, "token_dim", backbone.feature_dim))
+    self.backbone = backbone
+    self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+    self.fc1 = nnx.Linear(dim, hidden, kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT, rngs=rngs)
+    self.fc2 = nnx.Linear(hidden, bits, kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT, rngs=rngs)
+    self.frozen_backbone = frozen_backbone
+
+  def tokens(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """Patch tokens ``[B, P, D]``."""
+    return backbone_features(self.backbone, x, train=train, frozen=self.frozen_backbone).tokens
+
+  def logits(self, tokens: jax.Array) -> jax.Array:
+    """Pre-tanh hash logits ``[B, K]`` of ``LN(mean_p tokens)``."""
+    return self.fc2(jax.nn.relu(self.fc1(self.norm(tokens.mean(axis=1)))))
+
+
+def make_model(config: Config, ctx: BuildContext) -> WCHModel:
+  opts = config.model
+  return WCHModel(build_backbone(config, ctx), config.bits, hidden=opts.get("hidden", 1024),
+                  frozen_backbone=opts.get("frozen_backbone", False), rngs=ctx.rngs)
+
+
+def compute_loss(model: WCHModel, batch: StepBatch, ctx: StepContext) -> tuple[jax.Array, dict]:
+  view1, view2 = batch.views
+  h = ctx.hparams
+  x1, x2 = patch_similarity.mutual_attention(model.tokens(view1, train=True),
+                                             model.tokens(view2, train=True),
+                                             temperature=h["attention_temperature"])
+  t1, t2 = jnp.tanh(model.logits(x1)), jnp.tanh(model.logits(x2))
+  loss, aux = wch_loss_with_aux(t1, t2, x1, x2, temperature=h["temperature"],
+                                weight_temperature=h["weight_temperature"],
+                                detach_weights=h["detach_weights"],
+                                normalize_weights=h["normalize_weights"])
+  aux["bit_balance"] = bit_balance(jnp.where(t1 >= 0, 1.0, -1.0))
+  return loss, aux
+
+
+def encode(model: WCHModel, images: jax.Array) -> jax.Array:
+  return model.logits(model.tokens(images, train=False))
+
+
+WCH = register(MethodSpec(
+    name="wch",
+    description="WCH (ACCV 2022): mutual attention between views, patch-level weighted "
+                "similarities distilled as soft contrastive targets",
+    make_model=make_model,
+    compute_loss=compute_loss,
+    encode=encode,
+    feature_tokens=True,
+    hparams=(
+        hp.positive("temperature", 0.3, "τ of the code logits h¹h²ᵀ/(K·τ)"),
+        hp.positive("weight_temperature", 0.2, "T_w of the similarity weights softmax(Ŝ/T_w)"),
+        hp.positive("attention_temperature", 1.0, "T of the mutual attention"),
+        hp.flag("detach_weights", False, "stop the gradient through the weights W"),
+        hp.flag("normalize_weights", False, "renormalise each row of W to sum to 1"),
+    ),
+    defaults={"backbone": "small_cnn", "batch_size": 32, "learning_rate": 1e-5,
+              "lr_schedule": "cosine_epoch", "epochs": 50, "view_recipes": ("wch", "wch"),
+              "model": {"hidden": 1024}},
+    presets={
+        # The official setting (for accelerators): ViT-B/16 at 224 px, fully fine-tuned
+        # (needs --pretrained=<vit_b_16 or timm vit_base_patch16_224 weights>).
+        "paper": {"backbone": "vit_b16", "image_size": 224},
+        # kamwoh/sdc's alternative: a frozen ViT-B/16, Adam 1e-4, 100 epochs, batch 64, CIBHash views.
+        "frozen_vit": {"backbone": "vit_b16", "image_size": 224, "learning_rate": 1e-4,
+                       "epochs": 100, "batch_size": 64, "view_recipes": ("cibhash", "cibhash"),
+                       "model": {"frozen_backbone": True}},
+        "common": common_preset(),
+        "digits": {"backbone": "small_cnn", "image_size": 8, "batch_size": 64, "steps": 3000,
+                   "eval_every": 1000, "checkpoint_every": 1000, "learning_rate": 1e-3,
+                   "lr_schedule": "cosine", "view_recipes": ("digits", "digits"),
+                   "model": {"backbone_kwargs": {"widths": (32, 64)}}},
+        "cifar10": {"backbone": "small_cnn", "image_size": 32},
+    },
+))
