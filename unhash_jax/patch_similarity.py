@@ -13,22 +13,14 @@ import numbers
 import jax
 import jax.numpy as jnp
 
+from unhash_jax._checks import as_array
+
 # Elements of one [N, P, chunk, Q] similarity slab when ``chunk=None`` (32 MB of float32).
 _SLAB_ELEMENTS = 1 << 23
 
 
-def _asarray(fn: str, name: str, x) -> jax.Array:
-  """``jnp.asarray(x)``, or a ``ValueError`` naming the argument for a non-array-like."""
-  if isinstance(x, jax.Array):
-    return x
-  try:
-    return jnp.asarray(x)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{fn}: {name} must be an array-like, got {type(x).__name__}.") from e
-
-
 def _tokens(fn: str, name: str, x) -> jax.Array:
-  x = _asarray(fn, name, x)
+  x = as_array(fn, name, x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"{fn}: {name} must be a floating array [batch, patches, dim], got {x.dtype}.")
   if x.ndim != 3 or 0 in x.shape:

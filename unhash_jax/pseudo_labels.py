@@ -8,20 +8,14 @@ scipy), vectorised and blocked over rows, so memory stays ``O(block · N)`` besi
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
+
+from unhash_jax._checks import count
 
 # Upper bound on the (row, candidate) pairs one block of :func:`snn_pseudo_labels` handles at once
 # (int64 each; a few arrays of this length are alive together, ~0.5 GB peak).
 _PAIR_BUDGET = 1 << 23
-
-
-def _check_count(fn: str, name: str, value, minimum: int) -> int:
-  if (not isinstance(value, (numbers.Integral, np.integer)) or isinstance(value, bool)
-      or value < minimum):
-    raise ValueError(f"{fn}: {name} must be an integer >= {minimum}, got {value!r}.")
-  return int(value)
 
 
 def knn_indices(features, k: int, *, block: int = 512) -> np.ndarray:
@@ -60,10 +54,10 @@ def knn_indices(features, k: int, *, block: int = 512) -> np.ndarray:
     raise ValueError(f"{fn}: features must be a real 2-D array [N, d], got shape {f.shape} and "
                      f"dtype {f.dtype}.")
   n = f.shape[0]
-  k = _check_count(fn, "k", k, 1)
+  k = count(fn, "k", k, 1)
   if k > n - 1:
     raise ValueError(f"{fn}: k = {k} needs at least k + 1 = {k + 1} rows, got N = {n}.")
-  block = _check_count(fn, "block", block, 1)
+  block = count(fn, "block", block, 1)
   unit = np.empty(f.shape, np.float32)
   for r0 in range(0, n, 4096):  # normalise in float64, a slab at a time
     x = f[r0:r0 + 4096].astype(np.float64)
@@ -168,9 +162,9 @@ def snn_pseudo_labels(knn_idx, k1: int = 20, k2: int = 30, *, block: int = 4096)
     (arXiv 1707.02112); docs/methods.md §2.5.
   """
   fn = "snn_pseudo_labels"
-  k1 = _check_count(fn, "k1", k1, 1)
-  k2 = _check_count(fn, "k2", k2, 1)
-  block = _check_count(fn, "block", block, 1)
+  k1 = count(fn, "k1", k1, 1)
+  k2 = count(fn, "k2", k2, 1)
+  block = count(fn, "block", block, 1)
   t = _check_knn(fn, knn_idx, k1)
   n, width = t.shape                                           # width = k1 + 1
   # Reverse lists: rev[indptr[v]:indptr[v + 1]] = the rows j with v ∈ T_j (ascending j).

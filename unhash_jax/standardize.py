@@ -13,15 +13,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-
-def _asarray(fn: str, name: str, x) -> jax.Array:
-  """``jnp.asarray(x)``, or a ``ValueError`` naming the argument for a non-array-like."""
-  if isinstance(x, jax.Array):
-    return x
-  try:
-    return jnp.asarray(x)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{fn}: {name} must be an array-like, got {type(x).__name__}.") from e
+from unhash_jax._checks import as_array
 
 
 def batch_standardize(h: jax.Array, running_mean: jax.Array, running_var: jax.Array, *,
@@ -77,7 +69,7 @@ def batch_standardize(h: jax.Array, running_mean: jax.Array, running_var: jax.Ar
   for name, x, ndim, shape in (("h", h, 2, "[batch, bits]"), ("running_mean", running_mean, 1,
                                                               "[bits]"),
                                ("running_var", running_var, 1, "[bits]")):
-    x = _asarray(fn, name, x)
+    x = as_array(fn, name, x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
       raise ValueError(f"{fn}: {name} must be a floating array {shape}, got {x.dtype}.")
     if x.ndim != ndim or 0 in x.shape:

@@ -15,25 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unhash_jax._checks import as_array, count
+
 # Above this many [N, N', codes] comparisons, wta_similarity loops over code slices.
 _DIRECT_ELEMENTS = 1 << 24
-
-
-def _asarray(fn: str, name: str, x) -> jax.Array:
-  """``jnp.asarray(x)``, or a ``ValueError`` naming the argument for a non-array-like."""
-  if isinstance(x, jax.Array):
-    return x
-  try:
-    return jnp.asarray(x)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{fn}: {name} must be an array-like, got {type(x).__name__}.") from e
-
-
-def _count(fn: str, name: str, value, minimum: int) -> int:
-  if (not isinstance(value, (numbers.Integral, np.integer)) or isinstance(value, bool)
-      or value < minimum):
-    raise ValueError(f"{fn}: {name} must be an integer >= {minimum}, got {value!r}.")
-  return int(value)
 
 
 def wta_permutations(seed_or_key, dim: int, num_codes: int, window: int) -> jax.Array:
@@ -63,15 +48,15 @@ def wta_permutations(seed_or_key, dim: int, num_codes: int, window: int) -> jax.
     True
   """
   fn = "wta_permutations"
-  dim = _count(fn, "dim", dim, 1)
-  num_codes = _count(fn, "num_codes", num_codes, 1)
-  window = _count(fn, "window", window, 2)
+  dim = count(fn, "dim", dim, 1)
+  num_codes = count(fn, "num_codes", num_codes, 1)
+  window = count(fn, "window", window, 2)
   if window > min(dim, 127):
     raise ValueError(f"{fn}: window must be <= min(dim, 127) = {min(dim, 127)}, got {window}.")
   if isinstance(seed_or_key, (numbers.Integral, np.integer)) and not isinstance(seed_or_key, bool):
     key = jax.random.key(int(seed_or_key))
   else:
-    key = _asarray(fn, "seed_or_key", seed_or_key)
+    key = as_array(fn, "seed_or_key", seed_or_key)
     if not (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
             or (key.dtype == jnp.uint32 and key.shape == (2,))):
       raise ValueError(f"{fn}: seed_or_key must be an int seed or a PRNG key, got "
@@ -105,8 +90,8 @@ def wta_codes(features: jax.Array, permutations: jax.Array, window: int) -> jax.
     [[1, 2, 0]]
   """
   fn = "wta_codes"
-  f = _asarray(fn, "features", features)
-  perms = _asarray(fn, "permutations", permutations)
+  f = as_array(fn, "features", features)
+  perms = as_array(fn, "permutations", permutations)
   if f.ndim != 2 or not (jnp.issubdtype(f.dtype, jnp.floating)
                          or jnp.issubdtype(f.dtype, jnp.integer)):
     raise ValueError(f"{fn}: features must be a real 2-D array [N, d], got shape "
@@ -114,7 +99,7 @@ def wta_codes(features: jax.Array, permutations: jax.Array, window: int) -> jax.
   if perms.ndim != 2 or not jnp.issubdtype(perms.dtype, jnp.integer):
     raise ValueError(f"{fn}: permutations must be an integer array [M, >= window], got shape "
                      f"{tuple(perms.shape)} and dtype {perms.dtype}.")
-  window = _count(fn, "window", window, 2)
+  window = count(fn, "window", window, 2)
   if window > perms.shape[1] or window > 127:
     raise ValueError(f"{fn}: window = {window} must be <= the permutations' width "
                      f"{perms.shape[1]} and <= 127.")
@@ -144,7 +129,7 @@ def wta_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
   fn = "wta_similarity"
   arrays = []
   for name, x in (("a", a), ("b", b)):
-    x = _asarray(fn, name, x)
+    x = as_array(fn, name, x)
     if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.integer):
       raise ValueError(f"{fn}: {name} must be an integer array of codes [N, M], got shape "
                        f"{tuple(x.shape)} and dtype {x.dtype}.")

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unhash_jax._checks import as_array  # noqa: F401  (re-exported for the losses)
+
 
 def _sign0(x: jax.Array) -> jax.Array:
   """``sign₀(x)``: +1 where ``x >= 0`` (exact zeros included), −1 elsewhere, in ``x``'s dtype."""
@@ -27,17 +29,6 @@ def _sign0(x: jax.Array) -> jax.Array:
 
 # ----------------------------------------------------------------------------------------------
 # Input checks shared by the losses (trace-time: shapes and dtypes, never values).
-
-
-def as_array(fn: str, name: str, x) -> jax.Array:
-  """``jnp.asarray(x)``, or a ``ValueError`` naming ``fn`` and ``name`` if ``x`` is no array-like."""
-  if isinstance(x, jax.Array):
-    return x
-  try:
-    return jnp.asarray(x)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{fn}: {name} must be an array (jax/numpy array or nested list of numbers), "
-                     f"got {type(x).__name__}: {e}") from e
 
 
 def floating_input(fn: str, name: str, x, *, shape: str = "[batch, bits]", ndim: int = 2
