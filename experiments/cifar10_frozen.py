@@ -138,8 +138,10 @@ def main():
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--runs", default="runs/cifar10_frozen")
-  parser.add_argument("--extra", nargs="*", default=[], help="more flags for every run")
+  parser.add_argument("--extra", default="", help='more flags for every run, one string: '
+                      '--extra="--eval_every=1000 --epochs=20"')
   args = parser.parse_args()
+  args.extra = shlex.split(args.extra)
   {"cache": cache, "run": run, "knn": knn, "table": table}[args.what](args)
 
 

@@ -46,12 +46,12 @@ def fdbh_codes(h_hat: jax.Array, *, gamma) -> jax.Array:
 
 def fdbh_loss_with_aux(h_hat1: jax.Array, h_hat2: jax.Array, features1: jax.Array,
                        features2: jax.Array, *, decode: Callable[[jax.Array], jax.Array], gamma,
-                       temperature=0.3, rec_weight=1.0, fdo_weight=0.1
+                       temperature=0.3, rec_weight=1.0, fdo_weight=0.1, contrastive_weight=1.0
                        ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """:func:`fdbh_loss` plus its terms (float32 scalars).
 
   Aux keys: ``"contrastive"`` (``L_con``), ``"reconstruction"`` (``L_rec``), ``"distribution"``
-  (``L_fdo``); the loss is ``L_con + λ_rec·L_rec + λ_fdo·L_fdo``.
+  (``L_fdo``); the loss is ``w_con·L_con + λ_rec·L_rec + λ_fdo·L_fdo``.
   """
   h1 = _common.floating_input(_FN, "h_hat1", h_hat1)
   h2 = _common.floating_input(_FN, "h_hat2", h_hat2)
@@ -70,6 +70,7 @@ def fdbh_loss_with_aux(h_hat1: jax.Array, h_hat2: jax.Array, features1: jax.Arra
   _common.check_number(_FN, "temperature", temperature, positive=True)
   _common.check_number(_FN, "rec_weight", rec_weight, nonnegative=True)
   _common.check_number(_FN, "fdo_weight", fdo_weight, nonnegative=True)
+  _common.check_number(_FN, "contrastive_weight", contrastive_weight, nonnegative=True)
 
   codes = [fdbh_codes(h, gamma=gamma) for h in (h1, h2)]
   contrastive = _common.nt_xent(codes[0], codes[1], temperature=temperature)
@@ -87,14 +88,15 @@ def fdbh_loss_with_aux(h_hat1: jax.Array, h_hat2: jax.Array, features1: jax.Arra
     recon = recon.astype(jnp.promote_types(recon.dtype, jnp.float32))
     reconstruction = reconstruction + 0.5 * jnp.mean(
         jnp.square(recon - jax.lax.stop_gradient(f)))                   # mean_n ‖·‖²/d_f
-  total = contrastive + rec_weight * reconstruction + fdo_weight * distribution
+  total = (contrastive_weight * contrastive + rec_weight * reconstruction
+           + fdo_weight * distribution)
   return total, {"contrastive": contrastive, "reconstruction": reconstruction,
                  "distribution": distribution}
 
 
 def fdbh_loss(h_hat1: jax.Array, h_hat2: jax.Array, features1: jax.Array, features2: jax.Array,
               *, decode: Callable[[jax.Array], jax.Array], gamma, temperature=0.3,
-              rec_weight=1.0, fdo_weight=0.1) -> jax.Array:
+              rec_weight=1.0, fdo_weight=0.1, contrastive_weight=1.0) -> jax.Array:
   """FDBH objective ``L = L_con + λ_rec·L_rec + λ_fdo·L_fdo`` (docs/methods.md §2.6).
 
   Formulation follows the paper's description; constants chosen by this project. For the two
@@ -128,6 +130,7 @@ def fdbh_loss(h_hat1: jax.Array, h_hat2: jax.Array, features1: jax.Array, featur
     temperature: τ of NT-Xent (0.3).
     rec_weight: λ_rec (1.0).
     fdo_weight: λ_fdo (0.1).
+    contrastive_weight: weight of ``L_con`` (1; 0 for the ablation without it).
 
   Returns:
     float32 scalar (float64 under x64 with float64 inputs).
@@ -153,4 +156,4 @@ def fdbh_loss(h_hat1: jax.Array, h_hat2: jax.Array, features1: jax.Array, featur
   """
   return fdbh_loss_with_aux(h_hat1, h_hat2, features1, features2, decode=decode, gamma=gamma,
                             temperature=temperature, rec_weight=rec_weight,
-                            fdo_weight=fdo_weight)[0]
+                            fdo_weight=fdo_weight, contrastive_weight=contrastive_weight)[0]

@@ -91,12 +91,12 @@ def harr_structure(wta_sim: jax.Array, *, top_fraction=0.1) -> jax.Array:
 
 
 def harr_loss_with_aux(u1: jax.Array, u2: jax.Array, wta_sim: jax.Array, *, top_fraction=0.1,
-                       bc_weight=0.01, quantization_weight=0.1, lambda_off=None, eps=1e-5
-                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
+                       bc_weight=0.01, quantization_weight=0.1, lambda_off=None, eps=1e-5,
+                       similarity_weight=1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
   """:func:`harr_loss` plus its terms (float32 scalars).
 
   Aux keys: ``"similarity"`` (``L_sim``), ``"bit_correlation"`` (``L_bc``), ``"quantization"``
-  (``L_q``); the loss is ``L_sim + α·L_bc + β·L_q``.
+  (``L_q``); the loss is ``w_sim·L_sim + α·L_bc + β·L_q``.
   """
   fn = "harr_loss"
   u1 = _common.floating_input(fn, "u1", u1)
@@ -108,7 +108,8 @@ def harr_loss_with_aux(u1: jax.Array, u2: jax.Array, wta_sim: jax.Array, *, top_
   if sim.shape != (n, n):
     raise ValueError(f"{fn}: wta_sim must have shape [batch, batch] = ({n}, {n}) for u1 of shape "
                      f"{tuple(u1.shape)}, got {tuple(sim.shape)}.")
-  for name, value in (("bc_weight", bc_weight), ("quantization_weight", quantization_weight)):
+  for name, value in (("bc_weight", bc_weight), ("quantization_weight", quantization_weight),
+                      ("similarity_weight", similarity_weight)):
     _common.check_number(fn, name, value, nonnegative=True)
   if lambda_off is not None:
     _common.check_number(fn, "lambda_off", lambda_off, nonnegative=True)
@@ -121,12 +122,13 @@ def harr_loss_with_aux(u1: jax.Array, u2: jax.Array, wta_sim: jax.Array, *, top_
   bit_corr = _common.barlow_cross_corr(u1, u2, lambda_off=1.0 / k if lambda_off is None
                                        else lambda_off, eps=eps)
   quant = 0.5 * (_common.quant_cosine(u1) + _common.quant_cosine(u2))
-  total = similarity + bc_weight * bit_corr + quantization_weight * quant
+  total = similarity_weight * similarity + bc_weight * bit_corr + quantization_weight * quant
   return total, {"similarity": similarity, "bit_correlation": bit_corr, "quantization": quant}
 
 
 def harr_loss(u1: jax.Array, u2: jax.Array, wta_sim: jax.Array, *, top_fraction=0.1,
-              bc_weight=0.01, quantization_weight=0.1, lambda_off=None, eps=1e-5) -> jax.Array:
+              bc_weight=0.01, quantization_weight=0.1, lambda_off=None, eps=1e-5,
+              similarity_weight=1.0) -> jax.Array:
   """HARR objective ``L = L_sim + α·L_bc + β·L_q`` (docs/methods.md §2.4, project formulation).
 
   Formulation follows the paper's description; constants chosen by this project.
@@ -152,6 +154,7 @@ def harr_loss(u1: jax.Array, u2: jax.Array, wta_sim: jax.Array, *, top_fraction=
     quantization_weight: β (0.1).
     lambda_off: off-diagonal weight of ``L_bc``; ``None`` means ``1/K``.
     eps: ε of the standardisation (1e-5).
+    similarity_weight: weight of ``L_sim`` (1; 0 for the ablation without the WTA structure).
 
   Returns:
     float32 scalar (float64 under x64 with float64 inputs).
@@ -179,4 +182,4 @@ def harr_loss(u1: jax.Array, u2: jax.Array, wta_sim: jax.Array, *, top_fraction=
   """
   return harr_loss_with_aux(u1, u2, wta_sim, top_fraction=top_fraction, bc_weight=bc_weight,
                             quantization_weight=quantization_weight, lambda_off=lambda_off,
-                            eps=eps)[0]
+                            eps=eps, similarity_weight=similarity_weight)[0]

@@ -22,7 +22,8 @@ def make_model(config: Config, ctx: BuildContext) -> HashEncoder:
   opts = config.model
   return HashEncoder(build_backbone(config, ctx), config.bits, hidden=opts.get("hidden", 1024),
                      frozen_backbone=opts.get("frozen_backbone", False),
-                     feature_dropout=opts.get("feature_dropout", 0.0), rngs=ctx.rngs)
+                     feature_dropout=opts.get("feature_dropout", 0.0),
+                     feature_norm=opts.get("feature_norm", "none"), rngs=ctx.rngs)
 
 
 def _has_batch_statistics(model: nnx.Module) -> bool:

@@ -15,7 +15,7 @@ from unhash_jax import baselines
 from unhash_jax.config import Config
 from unhash_jax.methods import hparams as hp
 from unhash_jax.methods.contract import BuildContext
-from unhash_jax.methods.registry import MethodSpec, build_backbone, register
+from unhash_jax.methods.registry import MethodSpec, build_backbone, common_preset, register
 
 
 class FrozenBackbone(nnx.Module):
@@ -51,4 +51,6 @@ for _name, _description in _DESCRIPTIONS.items():
       hparams=((hp.HParam("itq_iterations", 50, "ITQ's rotation/code alternations", low=1),)
                if _name == "itq" else ()),
       defaults={"backbone": "flatten", "batch_size": 64, "view_recipes": ("none",)},
-      presets={"digits": {"view_recipes": ("digits",)}}))
+      presets={"digits": {"view_recipes": ("digits",)},
+               # Fitted on the same cached features as the deep methods' common preset.
+               "common": common_preset(view_recipes=("cibhash",))}))

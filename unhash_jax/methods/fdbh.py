@@ -79,7 +79,8 @@ def compute_loss(model: FDBHModel, batch: StepBatch, ctx: StepContext) -> tuple[
   gamma = gamma_at(ctx)
   loss, aux = fdbh_loss_with_aux(h1, h2, f1, f2, decode=model.decoder, gamma=gamma,
                                  temperature=h["temperature"], rec_weight=h["rec_weight"],
-                                 fdo_weight=h["fdo_weight"])
+                                 fdo_weight=h["fdo_weight"],
+                                 contrastive_weight=h["contrastive_weight"])
   aux["gamma"] = gamma
   aux["bit_balance"] = bit_balance(jnp.where(h1 >= 0, 1.0, -1.0))
   return loss, aux
@@ -103,6 +104,7 @@ FDBH = register(MethodSpec(
         hp.flag("anneal_gamma", True, "anneal γ linearly over the run (else γ = gamma_max)"),
         hp.non_negative("rec_weight", 1.0, "λ_rec, weight of the feature reconstruction"),
         hp.non_negative("fdo_weight", 0.1, "λ_fdo, weight of bit balance + polarization"),
+        hp.non_negative("contrastive_weight", 1.0, "weight of the NT-Xent term (0: ablation)"),
     ),
     defaults={"backbone": "small_cnn", "batch_size": 64, "learning_rate": 1e-3, "epochs": 60,
               "view_recipes": ("cibhash", "cibhash"), "model": {"hidden": 1024}},
