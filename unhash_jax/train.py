@@ -395,6 +395,14 @@ def _frozen_features_fn(setup: Setup, state: TrainState, source) -> Callable[[np
   return run
 
 
+def _weights_id(config: Config) -> str | None:
+  """The pretrained weights' SHA-256 (tables and caches built from them are keyed by it)."""
+  if not config.pretrained:
+    return None
+  from unhash_jax.models import weights_digest
+  return f"sha256:{weights_digest(config.pretrained)}"
+
+
 def _prepare_tables(setup: Setup, state: TrainState, source, splits) -> dict[str, np.ndarray]:
   """Runs the method's ``prepare`` hook (tables cached under the data directory)."""
   config, spec = setup.config, setup.spec
@@ -406,7 +414,9 @@ def _prepare_tables(setup: Setup, state: TrainState, source, splits) -> dict[str
               "protocol": config.protocol, "split_seed": config.split_seed,
               "num_train": len(splits.train), "backbone": config.backbone,
               "image_size": config.image_size, "view_recipe": config.view_recipes[0],
-              "init_backbone_from": config.init_backbone_from, "seed": config.seed}
+              "init_backbone_from": config.init_backbone_from, "seed": config.seed,
+              "backbone_kwargs": config.model.get("backbone_kwargs", {}),
+              "weights": _weights_id(config), "cached_views": config.cached_views}
   ctx = PrepareContext(
       train_indices=np.asarray(splits.train), pixels=_pixels_fn(source),
       frozen_features=_frozen_features_fn(setup, state, source),
