@@ -92,6 +92,10 @@ CIBHASH = register(MethodSpec(
         # The official code runs 60 epochs (>= 80 at 16 bits: pass --epochs=80).
         "paper": {"backbone": "vgg16", "image_size": 224, "protocol": "cibhash",
                   "model": {"frozen_backbone": True}},
-        "common": common_preset(),
+        # Tuned on cifar10-i's validation split on the frozen MobileNetV2 cache
+        # (experiments/configs/cifar10_frozen.py): τ 0.5, dropout 0.5 on the L2-scaled feature
+        # (validation mAP@1000 0.371 -> 0.420 at 32 bits).
+        "common": common_preset(hparams={"temperature": 0.5},
+                                model={"feature_dropout": 0.5, "feature_norm": "l2"}),
     },
 ))

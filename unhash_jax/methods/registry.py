@@ -38,9 +38,9 @@ def common_preset(**overrides) -> dict[str, Any]:
   ``--backbone``/``--pretrained`` name another) and CIBHash's augmentations, trained head-only on a
   feature cache of 8 views per image, so numbers compare across methods [project choice: one
   recipe, hence one cache, for all methods]."""
+  model = {"frozen_backbone": True, **overrides.pop("model", {})}
   return {"backbone": "vgg16", "image_size": 224, "cached_views": 8,
-          "view_recipes": ("cibhash", "cibhash"), "model": {"frozen_backbone": True},
-          **overrides}
+          "view_recipes": ("cibhash", "cibhash"), "model": model, **overrides}
 
 # Keys a preset or the defaults may hold besides RESOLVABLE_FIELDS.
 _PRESET_EXTRA_KEYS = ("hparams", "model")
