@@ -189,3 +189,16 @@ def test_bad_inputs_raise_naming_the_argument():
               decode=dec, gamma=1.0)
   with pytest.raises(ValueError, match="fdbh_codes: h_hat must be a non-empty 2-D"):
     fdbh_codes(jnp.ones(3), gamma=1.0)
+
+
+def test_contrastive_weight_scales_only_the_contrastive_term():
+  rng = np.random.default_rng(3)
+  h1, h2 = (rng.normal(size=(8, 4)).astype(np.float32) for _ in range(2))
+  f1, f2 = (rng.normal(size=(8, 5)).astype(np.float32) for _ in range(2))
+  w = jnp.asarray(rng.normal(size=(4, 5)).astype(np.float32))
+  decode = lambda b: b @ w  # noqa: E731
+  full, aux = fdbh_loss_with_aux(h1, h2, f1, f2, decode=decode, gamma=2.0)
+  off, _ = fdbh_loss_with_aux(h1, h2, f1, f2, decode=decode, gamma=2.0, contrastive_weight=0.0)
+  np.testing.assert_allclose(float(off), float(aux["reconstruction"]) + 0.1 * float(aux["distribution"]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(float(full) - float(off), float(aux["contrastive"]), rtol=1e-5)

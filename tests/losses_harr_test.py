@@ -195,3 +195,17 @@ def test_bad_inputs_raise_naming_the_argument():
     harr_loss(u, u, jnp.ones((4, 4)), bc_weight=-1.0)
   with pytest.raises(ValueError, match="harr_structure: wta_sim must be a square"):
     harr_structure(jnp.ones((3, 4)))
+
+
+def test_similarity_weight_scales_only_the_structure_term():
+  rng = np.random.default_rng(7)
+  u1, u2 = (np.tanh(rng.normal(size=(8, 6))).astype(np.float32) for _ in range(2))
+  sim = rng.random((8, 8)).astype(np.float32)
+  full, aux = harr_loss_with_aux(u1, u2, sim, bc_weight=0.2, quantization_weight=0.3)
+  off, aux_off = harr_loss_with_aux(u1, u2, sim, bc_weight=0.2, quantization_weight=0.3,
+                                    similarity_weight=0.0)
+  np.testing.assert_allclose(float(off), 0.2 * float(aux["bit_correlation"])
+                             + 0.3 * float(aux["quantization"]), rtol=1e-6)
+  np.testing.assert_allclose(float(full) - float(off), float(aux["similarity"]), rtol=1e-5)
+  with pytest.raises(ValueError, match="similarity_weight"):
+    harr_loss_with_aux(u1, u2, sim, similarity_weight=-1.0)

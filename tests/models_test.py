@@ -86,3 +86,16 @@ def test_max_pool_2x2_matches_a_numpy_loop():
   for b, i, j, c in np.ndindex(expect.shape):
     expect[b, i, j, c] = x[b, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c].max()
   np.testing.assert_array_equal(_max_pool_2x2(jnp.asarray(x)), expect)
+
+
+def test_feature_norm_l2_scales_each_feature_to_unit_mean_square():
+  model = HashEncoder(make_backbone("flatten", (6,), rngs=nnx.Rngs(0)), 4, hidden=5,
+                      feature_norm="l2", rngs=nnx.Rngs(1))
+  x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32) * 7
+  scaled = x / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1, keepdims=True))
+  plain = HashEncoder(make_backbone("flatten", (6,), rngs=nnx.Rngs(0)), 4, hidden=5,
+                      rngs=nnx.Rngs(1))
+  np.testing.assert_allclose(model(jnp.asarray(x)), plain(jnp.asarray(scaled, jnp.float32)),
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="feature_norm"):
+    HashEncoder(make_backbone("flatten", (6,), rngs=nnx.Rngs(0)), 4, feature_norm="z", rngs=nnx.Rngs(1))
