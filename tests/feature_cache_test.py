@@ -1,5 +1,6 @@
 """The frozen-feature cache: values, determinism, resumable extraction, damaged files rebuilt."""
 
+import dataclasses
 import json
 import os
 
@@ -175,3 +176,53 @@ def test_a_part_without_tokens_is_extracted_again_when_tokens_are_asked_for(tmp_
   again = _open(tmp_path, source, jobs=_jobs(train, test, tokens=False))
   assert again.token_shape("cibhash") == (4, 3)
   assert len(os.listdir(tmp_path)) == 1
+
+
+class _CountingExtract:
+  def __init__(self):
+    self.images = 0
+
+  def __call__(self, x):
+    self.images += x.shape[0]
+    return _extract(x)
+
+
+def test_parts_are_added_when_needed_and_a_changed_transform_is_extracted_again(tmp_path):
+  source = _Source()
+  train, test = np.arange(0, 40, 2), np.arange(40)
+  jobs = _jobs(train, test)
+  first = _CountingExtract()
+  test_only = _open(tmp_path, source, jobs=jobs[:1], extract=first)
+  assert first.images >= 40 and test_only.train_index.size == 0
+  # A method that needs a view part adds it to the same cache; the test part is not redone.
+  second = _CountingExtract()
+  both = _open(tmp_path, source, jobs=jobs, extract=second)
+  assert 20 * 3 <= second.images < 40 + 20 * 3 and len(os.listdir(tmp_path)) == 1
+  np.testing.assert_array_equal(both.test_features(test), test_only.test_features(test))
+  # A part recorded under another transform is extracted again (and is correct afterwards).
+  third = _CountingExtract()
+  flipped = dataclasses.replace(jobs[0], spec="another transform",
+                                preprocess=lambda im, i, e: jobs[0].preprocess(im[:, ::-1], i, e))
+  again = _open(tmp_path, source, jobs=[flipped, jobs[1]], extract=third)
+  assert 40 <= third.images < 40 + 20 * 3
+  recipe = augment.get_recipe("cibhash")
+  want = _extract(augment.eval_preprocess(source.images[[5]][:, ::-1], recipe, out_size=8))[0]
+  np.testing.assert_allclose(again.test_features([5]), want, rtol=1e-6, atol=1e-6)
+
+
+def test_methods_whose_first_recipes_share_a_test_transform_share_a_cache():
+  """DDH's un-augmented view ("none") reads the test part of CIBHash's cache ("cibhash")."""
+  from unhash_jax import cached_training
+  from unhash_jax.config import Config
+
+  class Src:
+    name, image_shape = "s", (8, 8, 3)
+
+    def __len__(self):
+      return 40
+
+  idx = {"test": np.arange(40), "train": np.arange(0, 40, 2)}
+  key = lambda recipes: cached_training.cache_key(
+      Config(view_recipes=recipes, cached_views=3, backbone="tiny", image_size=8), Src(), idx)
+  assert key(("none",)) == key(("cibhash", "cibhash"))
+  assert key(("digits_none",)) != key(("none",))   # another normalisation

@@ -68,20 +68,27 @@ def check(config: Config, *, tokens: bool = False) -> None:
 
 
 def cache_key(config: Config, source, indices: dict[str, np.ndarray]) -> dict:
-  """Everything the cached features depend on (the cache folder is named by its digest)."""
+  """Everything the cached features depend on (the cache folder is named by its digest) except the
+  augmenting recipes: each ``views:<recipe>`` part is added to the cache when a method first needs
+  it, and is recorded with its recipe's definition (a changed definition re-extracts the part)."""
   from unhash_jax import cache
   from unhash_jax.models import weights_digest
   weights = (f"sha256:{weights_digest(config.pretrained)}" if config.pretrained else
              f"random-init:seed={config.seed}")
-  names = (config.view_recipes[0], *augmenting_recipes(config))
-  recipes = {r: repr(augment.get_recipe(r)) for r in names}
   return {"dataset": config.dataset, "source": source.name, "num_images": len(source),
           "image_shape": list(source.image_shape),
           "indices": {k: cache.digest({"i": np.asarray(v).tolist()}) for k, v in indices.items()},
           "backbone": config.backbone, "backbone_kwargs": config.model.get("backbone_kwargs", {}),
           "weights": weights, "image_size": config.image_size,
-          "test_recipe": config.view_recipes[0], "recipes": recipes,
+          "test_transform": test_transform_spec(augment.get_recipe(config.view_recipes[0])),
           "num_views": config.cached_views, "seed": config.seed}
+
+
+def test_transform_spec(recipe: augment.Recipe) -> dict:
+  """The fields of a recipe that :func:`~unhash_jax.data.augment.eval_preprocess` uses: methods whose
+  first recipes differ only in their augmentations share the cache's test part (and the cache)."""
+  return {"center_square": recipe.center_square, "antialias": recipe.antialias,
+          "mean": list(recipe.mean), "std": list(recipe.std)}
 
 
 def _extractor(config: Config, image_shape) -> Callable:
@@ -127,7 +134,8 @@ def open_cache(config: Config, source, splits, *, tokens: bool) -> feature_cache
   def test_transform(images, idx, e):
     return augment.eval_preprocess(images, test_recipe, out_size=size)
 
-  jobs = [feature_cache.Job(feature_cache.TEST_PART, test_index, 1, test_transform)]
+  jobs = [feature_cache.Job(feature_cache.TEST_PART, test_index, 1, test_transform,
+                           spec=repr(test_transform_spec(test_recipe)))]
   for name in augmenting_recipes(config):
     recipe = augment.get_recipe(name)
     recipe_key = jax.random.fold_in(base, _recipe_id(name))
@@ -138,13 +146,14 @@ def open_cache(config: Config, source, splits, *, tokens: bool) -> feature_cache
       return augment.augment_each(images, keys, recipe, out_size=size)
 
     jobs.append(feature_cache.Job(f"views:{name}", train_index, config.cached_views, view,
-                                  tokens=tokens))
+                                  tokens=tokens, spec=repr(recipe)))
   root = config.feature_cache_dir or os.path.join(config.data_dir or builders.default_data_dir(),
                                                   "unhash_jax_features")
   key = cache_key(config, source, {"test": test_index, "train": train_index})
   return feature_cache.open_or_build(
       root, f"{config.dataset}-{config.backbone}-{size}", key, jobs=jobs, source=source,
-      extract=_extractor(config, source.image_shape), batch_size=min(64, config.eval_batch_size))
+      extract=_extractor(config, source.image_shape), batch_size=min(64, config.eval_batch_size),
+      train_index=train_index)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

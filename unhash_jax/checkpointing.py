@@ -12,7 +12,9 @@ label-free pretrained backbone for a second method: ``--init_backbone_from``).
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
+import sys
 from typing import Any, Mapping
 
 import jax
@@ -76,6 +78,45 @@ def _summary(e: BaseException) -> str:
   return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
+def _is_read_error(text: str) -> bool:
+  return "TensorStore" in text or "error while reading array" in text
+
+
+class _AbandonedReadFilter(std_logging.Filter):
+  """Drops asyncio's "Task exception was never retrieved" for the other array reads of a failed
+  restore (orbax gathers one task per array; once one fails the rest are never awaited)."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if "exception was never retrieved" not in str(record.msg):
+      return True
+    exc = record.exc_info[1] if record.exc_info else None
+    text = f"{exc!r} {exc.__cause__!r}" if exc is not None else str(record.args)
+    if _is_read_error(text):
+      logging.debug("After an unreadable checkpoint: %s", text[:500])
+      return False
+    return True
+
+
+def _quiet_abandoned_reads() -> None:
+  """After a failed restore, TensorStore's reads still in flight finish on threads whose asyncio
+  loop is gone, or are dropped unawaited, and print tracebacks (with the TensorStore spec dump) that
+  add nothing to the one-paragraph error: those messages, and only those, go to the debug log. Installed once, on the first failed read."""
+  asyncio_logger = std_logging.getLogger("asyncio")
+  if any(isinstance(f, _AbandonedReadFilter) for f in asyncio_logger.filters):
+    return
+  asyncio_logger.addFilter(_AbandonedReadFilter())
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    text = str(unraisable.exc_value)
+    if text == "Event loop is closed" or _is_read_error(text):
+      logging.debug("After an unreadable checkpoint: %s", text[:500])
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
 def _unreadable(manager: ocp.CheckpointManager, step: int, what: str, e: BaseException
                 ) -> CheckpointError:
   logging.debug("Full error reading checkpoint step %d: %r", step, e)
@@ -90,6 +131,7 @@ def _unreadable(manager: ocp.CheckpointManager, step: int, what: str, e: BaseExc
 
 
 def read_identity(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  _quiet_abandoned_reads()
   try:
     restored = manager.restore(step, args=ocp.args.Composite(identity=ocp.args.JsonRestore()))
     return dict(restored["identity"])
@@ -110,6 +152,7 @@ def check_identity(manager: ocp.CheckpointManager, step: int, identity: Mapping[
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:
   """Restores the state saved at ``step`` into the structure/shardings of ``abstract_state``."""
+  _quiet_abandoned_reads()
   try:
     restored = manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
@@ -183,6 +226,7 @@ def read_backbone(workdir: str, *, step: int | None = None
           f"{identity.get('backbone')!r}).")
     item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), wanted)
     restore_args = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    _quiet_abandoned_reads()
     try:
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
           item=item, restore_args=restore_args, partial_restore=True)))["state"]

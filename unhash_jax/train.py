@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import time
 from typing import Any, Callable, Iterator
 
@@ -48,6 +49,31 @@ class NonFiniteLossError(RuntimeError):
 
 class NonFiniteCodesError(NonFiniteLossError):
   """The model's test outputs (codes before ``sign₀``) hold NaN/inf: the model diverged."""
+
+
+class _StopOnInterrupt:
+  """Ctrl-C (SIGINT) during training: the step under way, and a checkpoint save under way, finish,
+  then the loop stops (:class:`TrainingInterrupted`); a second Ctrl-C interrupts at once. Only in
+  the main thread (elsewhere Python delivers no signals; KeyboardInterrupt keeps its meaning)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    try:
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    except ValueError:   # not the main thread
+      pass
+
+  def _handle(self, signum, frame):
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+    logging.warning("Ctrl-C: stopping after this step (press it again to stop at once).")
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+      self._previous = None
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -608,8 +634,11 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
     logging.info("Compiling the train step (first step is slower)...")
   t0 = time.perf_counter()
   done = start_step
+  stop = _StopOnInterrupt()
   try:
     for step in range(start_step, total_steps):
+      if stop.requested:
+        raise KeyboardInterrupt
       batch = next(batches)
       state, metrics = train_step(state, batch, base_key)
       done = step + 1
@@ -651,6 +680,7 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
     raise TrainingInterrupted(f"interrupted at step {done} of {total_steps}. The last checkpoint is "
                               f"{where}; run the same command again to resume.") from None
   finally:
+    stop.close()
     # Stop the prefetch thread now: a daemon thread still inside XLA's C++ when the interpreter exits
     # aborts the process ("FATAL: exception not rethrown").
     batches.close()

@@ -5,15 +5,15 @@ computes it once:
 
 * ``test``: the test transform's pooled features of every image a protocol ranks or trains on
   (query, database, training split), ``[n, D]``;
-* ``views:<recipe>``: ``E`` augmented views of every training image for each augmenting recipe of
-  the method, pooled ``[N_train, E, D]`` and, for methods that train on patch tokens (WCH), the
+* ``views:<recipe>``: ``E`` augmented views of every training image for each augmenting recipe a
+  method has asked for (a part is added the first time a method needs it), pooled ``[N_train, E, D]`` and, for methods that train on patch tokens (WCH), the
   tokens ``[N_train, E, P, D_t]``. View ``e`` of image ``i`` uses the key
   ``fold_in(fold_in(fold_in(key(seed), recipe id), i), e)`` (``i`` its source index), so it does not
   depend on how the extraction was chunked or interrupted.
 
 Everything lives in ``<root>/<name>-<digest>/``, the digest being that of the cache key: data set,
-image count, index lists, backbone, weights digest, image size, recipes, ``E``, seed, storage dtype
-and this module's format version. Arrays are ``.npy`` files opened memory-mapped (float16 by
+image count, index lists, backbone, weights digest, image size, test transform, ``E``, seed, storage
+dtype and this module's format version; each part records the definition of its transform. Arrays are ``.npy`` files opened memory-mapped (float16 by
 default), so training reads only the rows of each batch.
 
 **Resumable, never silently partial.** Extraction runs in chunks; each chunk's rows are written,
@@ -43,7 +43,7 @@ import numpy as np
 
 from unhash_jax import cache as keyed_cache
 
-FORMAT = 1
+FORMAT = 2   # 2: parts are added to a cache as methods need them (recipes left the key)
 PROGRESS_FILE = "progress.json"
 KEY_FILE = "key.json"
 LOCK_FILE = ".lock"
@@ -69,6 +69,8 @@ class Job:
       [B, S, S, C]`` (the test transform, or the augmentation with the per-image keys).
     tokens: store the tokens as well (a part stored with tokens also serves runs that do not
       need them; one stored without them is extracted again when they are asked for).
+    spec: what ``preprocess`` does (e.g. the recipe's repr), recorded with the part: a part
+      recorded under another spec is extracted again.
   """
 
   name: str
@@ -76,6 +78,7 @@ class Job:
   num_views: int
   preprocess: Callable[[np.ndarray, np.ndarray, int], Any]
   tokens: bool = False
+  spec: str = ""
 
 
 class FeatureCache:
@@ -139,8 +142,8 @@ def cache_directory(root: str, name: str, key: Mapping[str, Any]) -> str:
 
 def open_or_build(root: str, name: str, key: Mapping[str, Any], *, jobs: Sequence[Job],
                   source, extract: ExtractFn, batch_size: int = 64, dtype: str = "float16",
-                  chunk_images: int = 512, log_every_s: float = 30.0, verify: bool = True
-                  ) -> FeatureCache:
+                  chunk_images: int = 512, log_every_s: float = 30.0, verify: bool = True,
+                  train_index: np.ndarray | None = None) -> FeatureCache:
   """Opens the cache of ``key`` under ``root``, extracting whatever is missing or damaged first.
 
   Args:
@@ -156,6 +159,8 @@ def open_or_build(root: str, name: str, key: Mapping[str, Any], *, jobs: Sequenc
     chunk_images: images (test) or training images times views per committed chunk.
     log_every_s: seconds between progress lines.
     verify: re-check the recorded chunks' CRC-32 when opening.
+    train_index: source indices of the training split (default: the view jobs' indices); needed
+      when there is no view job (a method trained on un-augmented views only reads the test part).
 
   Raises:
     FeatureCacheError: the jobs do not fit a cache that exists under the same key.
@@ -177,7 +182,8 @@ def open_or_build(root: str, name: str, key: Mapping[str, Any], *, jobs: Sequenc
                                                mmap_mode="r")
   test = next(j for j in jobs if j.name == TEST_PART)
   views = [j for j in jobs if j.name != TEST_PART]
-  train_index = views[0].indices if views else np.zeros(0, np.int64)
+  if train_index is None:
+    train_index = views[0].indices if views else np.zeros(0, np.int64)
   return FeatureCache(directory, full_key, arrays, test.indices, train_index)
 
 
@@ -242,6 +248,11 @@ def _run_job(directory, job: Job, progress: dict, *, source, extract, batch_size
                             f"this run needs {n} x {job.num_views}; move the folder aside.")
   state.update(num_images=n, num_views=job.num_views, num_chunks=num_chunks)
   done: dict[str, int] = state.setdefault("done", {})
+  if state.get("spec", job.spec) != job.spec:
+    logging.warning("Feature cache %s part %s was extracted with another transform (%s; now %s): "
+                    "extracting it again.", directory, job.name, state["spec"], job.spec)
+    done.clear()
+  state["spec"] = job.spec
   if job.tokens and not state.get("tokens"):
     # A part extracted without tokens is extracted again, with them (one pass gives both).
     if done:

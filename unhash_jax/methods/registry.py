@@ -194,7 +194,11 @@ def resolve_config(config: Config, *, image_shape: Sequence[int] | None = None) 
     changes["hparams"] = {k: spec.hparam(k).check(v, spec.name) for k, v in merged.items()}
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  changes["model"] = {**spec.defaults.get("model", {}), **preset.get("model", {}), **config.model}
+  backbone = config.backbone if config.backbone is not None else changes["backbone"]
+  changes["model"] = {**_model_options(spec.defaults, spec.defaults.get("backbone"), backbone),
+                      **_model_options(preset, preset.get("backbone", spec.defaults.get("backbone")),
+                                       backbone),
+                      **config.model}
   resolved = config.replace(**changes)
   if resolved.protocol is None:
     from unhash_jax.data import protocols  # light: numpy only
@@ -205,6 +209,16 @@ def resolve_config(config: Config, *, image_shape: Sequence[int] | None = None) 
     resolved = resolved.replace(view_recipes=tuple(resolved.view_recipes))
   _check(resolved, spec)
   return resolved
+
+
+def _model_options(layer: Mapping[str, Any], layer_backbone: str | None, backbone: str
+                   ) -> dict[str, Any]:
+  """A preset's (or the defaults') model options; its ``backbone_kwargs`` are for its own backbone
+  only (a preset's CNN widths must not reach ``--backbone=tiny``)."""
+  options = dict(layer.get("model", {}))
+  if "backbone_kwargs" in options and layer_backbone != backbone:
+    del options["backbone_kwargs"]
+  return options
 
 
 def _check(config: Config, spec: MethodSpec) -> None:
