@@ -7,6 +7,7 @@ time B for N steps} and compare medians, so that a load spike hits both sides al
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -70,3 +71,11 @@ def machine_info() -> dict[str, object]:
           "loadavg_1_5_15": [round(x, 2) for x in load], "python": platform.python_version(),
           "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
+
+
+def write_json(path: str, result: Mapping[str, object]) -> None:
+  """Writes a benchmark's result (indented JSON, trailing newline), creating its folder."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments._bench_utils import machine_info  # noqa: E402
+from experiments._bench_utils import machine_info, write_json  # noqa: E402
 from unhash_jax import ops  # noqa: E402
 
 
@@ -90,10 +90,7 @@ def main(argv=None) -> dict:
       "command": "python experiments/bench_pseudo_labels.py " + " ".join(argv or sys.argv[1:]),
   }
   print(json.dumps(result, indent=2))
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2)
-    f.write("\n")
+  write_json(args.out, result)
   return result
 
 

@@ -34,7 +34,6 @@ Writes ``experiments/results/bench_wch_loss.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -45,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments._bench_utils import machine_info, time_interleaved  # noqa: E402
+from experiments._bench_utils import machine_info, time_interleaved, write_json  # noqa: E402
 from unhash_jax import ops  # noqa: E402
 from unhash_jax.losses import _common, wch_loss  # noqa: E402
 
@@ -226,10 +225,7 @@ def main(argv=None) -> dict:
           f"eager {timing['speedup_vs_torch_eager']}; loss values {timing['loss_values']}",
           flush=True)
 
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2)
-    f.write("\n")
+  write_json(args.out, result)
   return result
 
 

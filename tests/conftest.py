@@ -35,3 +35,28 @@ def shared_data_dir():
   if not os.path.isdir(SHARED_DATA):
     pytest.skip(f"real data folder {SHARED_DATA} not present")
   return SHARED_DATA
+
+
+@pytest.fixture
+def crash_at_step(monkeypatch):
+  """``crash_at_step(n)``: the trainer's batches raise KeyboardInterrupt when fetching step ``n``'s
+  batch (a simulated kill after step ``n - 1``); ``crash_at_step(None)`` restores the real batches."""
+  from unhash_jax import train
+  real_batches = train.loader.train_batches
+
+  def arm(step_to_crash):
+    if step_to_crash is None:
+      monkeypatch.setattr(train.loader, "train_batches", real_batches)
+      return
+
+    def crashing_batches(*args, **kwargs):
+      step = kwargs.get("start_step", 0)
+      for batch in real_batches(*args, **kwargs):
+        if step == step_to_crash:
+          raise KeyboardInterrupt("simulated kill")
+        step += 1
+        yield batch
+
+    monkeypatch.setattr(train.loader, "train_batches", crashing_batches)
+
+  return arm

@@ -71,7 +71,7 @@ def test_short_run_on_a_frozen_feature_cache(method, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
-def test_interrupted_run_resumes_bit_exactly(method, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_bit_exactly(method, tmp_path, crash_at_step):
   cfg = _config(tmp_path, method, steps=6)
   full = str(tmp_path / "full")
   train.train_and_evaluate(cfg, full)
@@ -83,20 +83,10 @@ def test_interrupted_run_resumes_bit_exactly(method, tmp_path, monkeypatch):
     return
 
   interrupted = str(tmp_path / "interrupted")
-  real_batches = train.loader.train_batches
-
-  def crashing_batches(*args, **kwargs):
-    step = kwargs.get("start_step", 0)
-    for batch in real_batches(*args, **kwargs):
-      if step == 4:
-        raise KeyboardInterrupt("simulated Ctrl-C")
-      step += 1
-      yield batch
-
-  monkeypatch.setattr(train.loader, "train_batches", crashing_batches)
+  crash_at_step(4)
   with pytest.raises(train.TrainingInterrupted, match="last checkpoint is step 4"):
     train.train_and_evaluate(cfg, interrupted)
-  monkeypatch.setattr(train.loader, "train_batches", real_batches)
+  crash_at_step(None)
   train.train_and_evaluate(cfg, interrupted)
 
   # Everything a step changes (parameters, batch statistics, method state, optimizer) is equal.

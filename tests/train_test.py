@@ -55,7 +55,7 @@ def test_two_step_run_writes_every_artefact(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_bit_exactly(tmp_path, crash_at_step):
   # A warm-up + cosine schedule: the resumed optimizer must continue the schedule, not restart it.
   cfg = _tiny_config(tmp_path, steps=6, lr_schedule="cosine", warmup_steps=2)
   full = str(tmp_path / "full")
@@ -63,22 +63,12 @@ def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
 
   # Crash the second run while it fetches the batch of step 5 (after the step-4 checkpoint).
   interrupted = str(tmp_path / "interrupted")
-  real_batches = train.loader.train_batches
-
-  def crashing_batches(*args, **kwargs):
-    step = kwargs.get("start_step", 0)
-    for batch in real_batches(*args, **kwargs):
-      if step == 4:
-        raise KeyboardInterrupt("simulated kill")
-      step += 1
-      yield batch
-
-  monkeypatch.setattr(train.loader, "train_batches", crashing_batches)
+  crash_at_step(4)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(cfg, interrupted)
   assert os.path.isdir(os.path.join(interrupted, "checkpoints", "4"))
   assert not os.path.exists(os.path.join(interrupted, "results.json"))
-  monkeypatch.setattr(train.loader, "train_batches", real_batches)
+  crash_at_step(None)
   train.train_and_evaluate(cfg, interrupted)
 
   a, b = _final_params(full, 6), _final_params(interrupted, 6)

@@ -126,6 +126,8 @@ HARR = register(MethodSpec(
                    "hparams": {"top_fraction": 0.05, "bc_weight": 0.1, "quantization_weight": 0.3},
                    "model": {"wta_features": "whitened_pixels"}},
         "cifar10": {"backbone": "small_cnn", "image_size": 32},
-        "common": common_preset(),
+        # CIBHash's common-preset head options (dropout 0.5 on the L2-scaled cached feature):
+        # validation mAP@1000 0.366 -> 0.385 at 32 bits on cifar10-i (frozen MobileNetV2).
+        "common": common_preset(model={"feature_dropout": 0.5, "feature_norm": "l2"}),
     },
 ))
