@@ -62,6 +62,9 @@ def cache(args) -> None:
   """Builds the cache every ``common``-preset row shares, with tokens (WCH trains on them; the
   others read the pooled part). Resumable: run it again after a kill."""
   from absl import logging
+  # The cache reports progress through the standard logging module: route it through absl's
+  # handler, or a run whose stderr is not a terminal (no tqdm bar) would show no progress at all.
+  logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
   t0 = time.perf_counter()
   _, _, _, feature_cache = _open(args, tokens=True)

@@ -99,3 +99,17 @@ def test_feature_norm_l2_scales_each_feature_to_unit_mean_square():
                              rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="feature_norm"):
     HashEncoder(make_backbone("flatten", (6,), rngs=nnx.Rngs(0)), 4, feature_norm="z", rngs=nnx.Rngs(1))
+
+
+def test_feature_input_rejects_a_dropout_rate_outside_0_1_and_needs_a_key_to_drop():
+  from unhash_jax.models.feature_input import FeatureInput
+  for rate in (-0.1, 1.0, 1.5):
+    with pytest.raises(ValueError, match="feature_dropout"):
+      FeatureInput(4, dropout_rate=rate)
+  layer = FeatureInput(4, dropout_rate=0.5)
+  x = jnp.ones((2, 4))
+  np.testing.assert_array_equal(layer(x), x)   # evaluation: nothing drops, no key needed
+  with pytest.raises(ValueError, match="PRNG key"):
+    layer(x, train=True)
+  dropped = np.asarray(layer(x, train=True, key=jax.random.key(0)))
+  assert set(np.unique(dropped)) <= {0.0, 2.0}

@@ -29,15 +29,23 @@ from unhash_jax.methods import hparams as hp
 from unhash_jax.methods.contract import BuildContext, StepBatch, StepContext
 from unhash_jax.methods.registry import MethodSpec, build_backbone, common_preset, register
 from unhash_jax.models import Features, HashHead, backbone_features
+from unhash_jax.models.feature_input import FeatureInput
 
 
 class FDBHModel(nnx.Module):
-  """Backbone → encoder → FDO standardisation (running statistics, no affine); decoder back to ``f``."""
+  """Backbone → encoder → FDO standardisation (running statistics, no affine); decoder back to ``f``.
+
+  ``feature_norm``/``feature_dropout`` (:class:`~unhash_jax.models.feature_input.FeatureInput`,
+  off by default) act on the encoder's input only: the reconstruction target stays the pooled
+  feature ``f`` itself.
+  """
 
   def __init__(self, backbone: nnx.Module, bits: int, *, hidden: int = 1024,
                frozen_backbone: bool = False, momentum: float = 0.9, eps: float = 1e-5,
-               rngs: nnx.Rngs):
+               feature_norm: str = "none", feature_dropout: float = 0.0, rngs: nnx.Rngs):
     self.backbone = backbone
+    self.feature_input = FeatureInput(backbone.feature_dim, norm=feature_norm,
+                                      dropout_rate=feature_dropout)
     self.encoder = HashHead(backbone.feature_dim, bits, hidden=hidden, rngs=rngs)
     self.fdo = nnx.BatchNorm(bits, use_bias=False, use_scale=False, momentum=momentum,
                              epsilon=eps, rngs=rngs)
@@ -51,16 +59,19 @@ class FDBHModel(nnx.Module):
     """``ĥ [B, K]``: batch statistics (and their running update) in training, running ones else."""
     return self.fdo(self.encoder(f), use_running_average=not train)
 
-  def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
     """``(ĥ, f)``: the standardised encoder output and the pooled feature."""
     f = self.features(x, train=train).pooled
-    return self.standardized(f, train=train), f
+    return self.standardized(self.feature_input(f, train=train, key=key), train=train), f
 
 
 def make_model(config: Config, ctx: BuildContext) -> FDBHModel:
   opts = config.model
   return FDBHModel(build_backbone(config, ctx), config.bits, hidden=opts.get("hidden", 1024),
-                   frozen_backbone=opts.get("frozen_backbone", False), rngs=ctx.rngs)
+                   frozen_backbone=opts.get("frozen_backbone", False),
+                   feature_norm=opts.get("feature_norm", "none"),
+                   feature_dropout=opts.get("feature_dropout", 0.0), rngs=ctx.rngs)
 
 
 def gamma_at(ctx: StepContext) -> jax.Array:
@@ -73,8 +84,9 @@ def gamma_at(ctx: StepContext) -> jax.Array:
 
 def compute_loss(model: FDBHModel, batch: StepBatch, ctx: StepContext) -> tuple[jax.Array, dict]:
   view1, view2 = batch.views
-  h1, f1 = model(view1, train=True)
-  h2, f2 = model(view2, train=True)
+  k1, k2 = jax.random.split(ctx.key)
+  h1, f1 = model(view1, train=True, key=k1)
+  h2, f2 = model(view2, train=True, key=k2)
   h = ctx.hparams
   gamma = gamma_at(ctx)
   loss, aux = fdbh_loss_with_aux(h1, h2, f1, f2, decode=model.decoder, gamma=gamma,

@@ -22,6 +22,7 @@ from unhash_jax.methods import hparams as hp
 from unhash_jax.methods.contract import BuildContext, StepBatch, StepContext
 from unhash_jax.methods.registry import MethodSpec, build_backbone, common_preset, register
 from unhash_jax.models import Features, backbone_features
+from unhash_jax.models.feature_input import FeatureInput
 
 
 class NSHModel(nnx.Module):
@@ -38,15 +39,20 @@ class NSHModel(nnx.Module):
       (Flax's LeCun-normal, ``std = 1/sqrt(d)``; the bias starts at 0). Larger values start the
       tanh codes nearer ±1, so code similarities differ by more than ``τ_sort`` from the first
       step. Initialisation only: the model and loss are unchanged.
+    feature_norm, feature_dropout: :class:`~unhash_jax.models.feature_input.FeatureInput` on the
+      pooled feature before both heads (off by default; a key is needed in training with dropout).
   """
 
   def __init__(self, backbone: nnx.Module, bits: int, *, latent_dim: int = 1024,
-               frozen_backbone: bool = False, hash_init_scale: float = 1.0, rngs: nnx.Rngs):
+               frozen_backbone: bool = False, hash_init_scale: float = 1.0,
+               feature_norm: str = "none", feature_dropout: float = 0.0, rngs: nnx.Rngs):
     if latent_dim < 1:
       raise ValueError(f"NSHModel: latent_dim must be >= 1, got {latent_dim}.")
     if not hash_init_scale > 0:
       raise ValueError(f"NSHModel: hash_init_scale must be > 0, got {hash_init_scale}.")
     self.backbone = backbone
+    self.feature_input = FeatureInput(backbone.feature_dim, norm=feature_norm,
+                                      dropout_rate=feature_dropout)
     self.hash_head = nnx.Linear(
         backbone.feature_dim, bits, rngs=rngs,
         kernel_init=nnx.initializers.variance_scaling(float(hash_init_scale) ** 2, "fan_in",
@@ -57,13 +63,19 @@ class NSHModel(nnx.Module):
   def features(self, x: jax.Array, *, train: bool = False) -> Features:
     return backbone_features(self.backbone, x, train=train, frozen=self.frozen_backbone)
 
+  def pooled(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
+             ) -> jax.Array:
+    """The pooled feature after :class:`FeatureInput` ``[B, d]``: what both heads read."""
+    return self.feature_input(self.features(x, train=train).pooled, train=train, key=key)
+
   def hash_logits(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """``x·W_b + c_b`` ``[B, K]``: ``sign₀`` of it is the test code."""
-    return self.hash_head(self.features(x, train=train).pooled)
+    return self.hash_head(self.pooled(x, train=train))
 
-  def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
     """Returns ``(b, z)``: tanh codes ``[B, K]`` and L2-normalised latents ``[B, latent_dim]``."""
-    h = self.features(x, train=train).pooled
+    h = self.pooled(x, train=train, key=key)
     b = jnp.tanh(self.hash_head(h))
     return b, l2_normalize(self.latent_head(h))
 
@@ -72,7 +84,9 @@ def make_model(config: Config, ctx: BuildContext) -> NSHModel:
   opts = config.model
   return NSHModel(build_backbone(config, ctx), config.bits, latent_dim=opts.get("latent_dim", 1024),
                   frozen_backbone=opts.get("frozen_backbone", False),
-                  hash_init_scale=opts.get("hash_init_scale", 1.0), rngs=ctx.rngs)
+                  hash_init_scale=opts.get("hash_init_scale", 1.0),
+                  feature_norm=opts.get("feature_norm", "none"),
+                  feature_dropout=opts.get("feature_dropout", 0.0), rngs=ctx.rngs)
 
 
 # The keywords of losses.nsh_loss (docs/methods.md §2.2): the one place their names are written.
@@ -99,9 +113,10 @@ def loss_kwargs(hparams: dict) -> dict:
 
 
 def compute_loss(model: NSHModel, batch: StepBatch, ctx: StepContext) -> tuple[jax.Array, dict]:
-  view1, view2 = batch.views  # NSH's loss and model are deterministic given the views: no key.
-  b1, z1 = model(view1, train=True)
-  b2, z2 = model(view2, train=True)
+  view1, view2 = batch.views  # NSH's loss is deterministic; the key only drives feature dropout.
+  k1, k2 = jax.random.split(ctx.key)
+  b1, z1 = model(view1, train=True, key=k1)
+  b2, z2 = model(view2, train=True, key=k2)
   loss, aux = nsh_loss_with_aux(b1, b2, z1, z2, **loss_kwargs(ctx.hparams))
   aux["bit_balance"] = bit_balance(jnp.where(b1 >= 0, 1.0, -1.0))
   return loss, aux

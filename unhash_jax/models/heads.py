@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from unhash_jax.dropout import dropout
 from unhash_jax.models.backbones import Features, backbone_features, uses_dropout
+from unhash_jax.models.feature_input import FEATURE_NORMS, FeatureInput
 
 
 class HashHead(nnx.Module):
@@ -21,11 +21,11 @@ class HashHead(nnx.Module):
     return self.fc2(jax.nn.relu(self.fc1(x)))
 
 
-FEATURE_NORMS = ("none", "l2")
+__all__ = ["FEATURE_NORMS", "HashEncoder", "HashHead"]
 
 
 class HashEncoder(nnx.Module):
-  """Backbone → optional dropout on the pooled feature → :class:`HashHead`.
+  """Backbone → :class:`FeatureInput` (normalisation, dropout) on the pooled feature → :class:`HashHead`.
 
   Args:
     backbone: a module returning :class:`Features`.
@@ -34,11 +34,9 @@ class HashEncoder(nnx.Module):
     frozen_backbone: stop gradients at the backbone output and run its BatchNorm in inference mode
       (its parameters are also kept out of the optimizer by the training code).
     feature_dropout: dropout rate on the backbone feature during training (the official CIBHash keeps
-      VGG's fc7 dropout active while the backbone is frozen, docs/methods.md §2.1); drawn with
-      :func:`unhash_jax.dropout.dropout` (16-bit uniforms, a quarter of ``nnx.Dropout``'s threefry
-      evaluations).
-    feature_norm: ``"none"``, or ``"l2"``: each pooled feature is scaled to norm ``√D`` (unit
-      mean square per coordinate) before dropout and the head, in training and at test time.
+      VGG's fc7 dropout active while the backbone is frozen, docs/methods.md §2.1).
+    feature_norm: ``"none"`` or ``"l2"`` (:class:`FeatureInput`), applied
+      before dropout and the head, in training and at test time.
 
   Keys: in training (``train=True``) a backbone with its own dropout (VGG-16's fc6/fc7,
   :func:`~unhash_jax.models.backbones.uses_dropout`) gets one half of ``jax.random.split(key)``,
@@ -49,14 +47,11 @@ class HashEncoder(nnx.Module):
   def __init__(self, backbone: nnx.Module, bits: int, *, hidden: int = 1024,
                frozen_backbone: bool = False, feature_dropout: float = 0.0,
                feature_norm: str = "none", rngs: nnx.Rngs):
-    if feature_norm not in FEATURE_NORMS:
-      raise ValueError(f"HashEncoder: feature_norm must be one of {', '.join(FEATURE_NORMS)}, got "
-                       f"{feature_norm!r}.")
     self.backbone = backbone
+    self.feature_input = FeatureInput(backbone.feature_dim, norm=feature_norm,
+                                      dropout_rate=feature_dropout)
     self.head = HashHead(backbone.feature_dim, bits, hidden=hidden, rngs=rngs)
     self.frozen_backbone = frozen_backbone
-    self.feature_dropout = float(feature_dropout)
-    self.feature_norm = feature_norm
 
   def features(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None
                ) -> Features:
@@ -72,10 +67,4 @@ class HashEncoder(nnx.Module):
                          "train=True")
       backbone_key, key = jax.random.split(key)
     h = self.features(x, train=train, key=backbone_key).pooled
-    if self.feature_norm == "l2":
-      h = h * jax.lax.rsqrt(jnp.maximum(jnp.mean(h * h, axis=-1, keepdims=True), 1e-24))
-    if self.feature_dropout > 0 and train:
-      if key is None:
-        raise ValueError("HashEncoder with feature_dropout > 0 needs a PRNG key when train=True")
-      h = dropout(h, rate=self.feature_dropout, key=key)
-    return self.head(h)
+    return self.head(self.feature_input(h, train=train, key=key))
