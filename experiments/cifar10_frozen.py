@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -81,29 +83,45 @@ def run(args) -> None:
       print(f"# exit {proc.returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def knn(args) -> dict:
-  """Cosine kNN on the cached pooled test features: the real-valued reference (mAP@1000)."""
+def knn(args) -> list[dict]:
+  """Cosine kNN on the cached pooled test features: the real-valued references (mAP@1000), on the
+  raw features and on features centred by the training split's mean (label-free; post-ReLU pooled
+  features share a large common component that dominates their cosines)."""
   from unhash_jax import cosine_retrieval
   config, source, splits, feature_cache = _open(args, tokens=False)
-  t0 = time.perf_counter()
-  value = cosine_retrieval.cosine_mean_average_precision(
-      feature_cache.test_features(splits.query), feature_cache.test_features(splits.database),
-      source.labels[splits.query], source.labels[splits.database], topk=splits.topk)
-  row = {"method": "cosine_knn", "bits": None, "map": value, "backbone": args.backbone,
-         "image_size": args.image_size, "protocol": config.protocol, "topk": splits.topk,
-         "command": f"python experiments/cifar10_frozen.py knn --backbone={args.backbone} "
-                    f"--image_size={args.image_size}",
-         "seconds": round(time.perf_counter() - t0, 1),
-         "feature_dim": int(feature_cache.feature_dim)}
-  print(json.dumps(row), flush=True)
-  out = os.path.join(args.runs, f"cosine_knn-{args.backbone}{args.image_size}.json")
+  query = feature_cache.test_features(splits.query)
+  database = feature_cache.test_features(splits.database)
+  mean = feature_cache.test_features(splits.train).astype(np.float64).mean(axis=0)
+  rows = []
+  for name, shift in (("cosine_knn", None), ("cosine_knn_centered", mean)):
+    t0 = time.perf_counter()
+    q, db = (query, database) if shift is None else (
+        (query - shift).astype(np.float32), (database - shift).astype(np.float32))
+    value = cosine_retrieval.cosine_mean_average_precision(
+        q, db, source.labels[splits.query], source.labels[splits.database], topk=splits.topk)
+    row = {"method": name, "bits": None, "map": value, "backbone": args.backbone,
+           "image_size": args.image_size, "protocol": config.protocol, "topk": splits.topk,
+           "command": f"python experiments/cifar10_frozen.py knn --backbone={args.backbone} "
+                      f"--image_size={args.image_size}",
+           "seconds": round(time.perf_counter() - t0, 1),
+           "feature_dim": int(feature_cache.feature_dim)}
+    print(json.dumps(row), flush=True)
+    rows.append(row)
   os.makedirs(args.runs, exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(row, f, indent=2)
-  return row
+  with open(_knn_path(args), "w") as f:
+    json.dump(rows, f, indent=2)
+  return rows
+
+
+def _knn_path(args) -> str:
+  return os.path.join(args.runs, f"cosine_knn-{args.backbone}{args.image_size}.json")
 
 
 def table(args) -> None:
+  """Writes the rows of the finished workdirs (and the kNN file) into the results JSON. A row
+  already there for the same method, length, backbone and image size that was not re-run here is
+  kept as it was (each row records its command and the date it was measured)."""
+  today = time.strftime("%Y-%m-%d", time.gmtime())
   rows = []
   for method in (*DEEP, *CLASSICAL):
     for bits in (16, 32, 64):
@@ -117,16 +135,25 @@ def table(args) -> None:
                    "image_size": args.image_size, "protocol": r["protocol"], "topk": r["topk"],
                    "command": " ".join(shlex.quote(c) for c in cmd),
                    "train_seconds": r.get("train_seconds", r.get("fit_seconds")),
-                   "map@ddh_full": r.get("map@ddh_full")})
-  knn_path = os.path.join(args.runs, f"cosine_knn-{args.backbone}{args.image_size}.json")
-  if os.path.exists(knn_path):
-    rows.append(json.load(open(knn_path)))
+                   "map@ddh_full": r.get("map@ddh_full"),
+                   "measured": time.strftime("%Y-%m-%d", time.gmtime(os.path.getmtime(path)))})
+  if os.path.exists(_knn_path(args)):
+    knn_rows = json.load(open(_knn_path(args)))
+    for r in knn_rows if isinstance(knn_rows, list) else [knn_rows]:
+      rows.append({**r, "measured": r.get("measured", today)})
+
+  def ident(r):
+    return r["method"], r["bits"], r["backbone"], r["image_size"]
+
+  new = {ident(r) for r in rows}
   previous = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {"rows": []}
-  keep = [r for r in previous["rows"] if (r["backbone"], r["image_size"]) !=
-          (args.backbone, args.image_size)]
+  order = {m: i for i, m in enumerate((*DEEP, *CLASSICAL, "cosine_knn", "cosine_knn_centered"))}
+  merged = sorted([r for r in previous["rows"] if ident(r) not in new] + rows,
+                  key=lambda r: (r["backbone"], r["image_size"], order.get(r["method"], 99),
+                                 r["bits"] or 0))
   with open(RESULTS, "w") as f:
-    json.dump({"rows": keep + rows}, f, indent=2)
-  for r in keep + rows:
+    json.dump({"rows": merged}, f, indent=2)
+  for r in merged:
     print(f"| {r['method']} | {r['bits']} | {r['map']:.4f} | {r['backbone']} {r['image_size']} |")
 
 
