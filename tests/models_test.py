@@ -113,3 +113,32 @@ def test_feature_input_rejects_a_dropout_rate_outside_0_1_and_needs_a_key_to_dro
     layer(x, train=True)
   dropped = np.asarray(layer(x, train=True, key=jax.random.key(0)))
   assert set(np.unique(dropped)) <= {0.0, 2.0}
+
+
+@pytest.mark.parametrize("method", ["nsh", "fdbh"])
+def test_nsh_and_fdbh_read_the_pooled_feature_through_feature_input(method):
+  """With ``feature_norm="l2"`` the model equals the plain one fed the scaled feature (reference:
+  float64 NumPy scaling); with ``feature_dropout`` training needs a key and the key changes the
+  output, evaluation does not drop."""
+  from unhash_jax.methods import fdbh, nsh
+  model_cls = {"nsh": nsh.NSHModel, "fdbh": fdbh.FDBHModel}[method]
+
+  def build(**kw):
+    return model_cls(make_backbone("flatten", (6,), rngs=nnx.Rngs(0)), 4, rngs=nnx.Rngs(1), **kw)
+
+  x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32) * 3
+  scaled = x / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1, keepdims=True))
+  got = build(feature_norm="l2")(jnp.asarray(x))
+  want = build()(jnp.asarray(scaled, jnp.float32))
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+  if method == "nsh":   # the latent head reads the same scaled feature; FDBH's target stays x
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+  else:
+    np.testing.assert_array_equal(got[1], x)
+  dropping = build(feature_dropout=0.5)
+  np.testing.assert_array_equal(dropping(jnp.asarray(x))[0], build()(jnp.asarray(x))[0])
+  with pytest.raises(ValueError, match="PRNG key"):
+    dropping(jnp.asarray(x), train=True)
+  a = dropping(jnp.asarray(x), train=True, key=jax.random.key(0))[0]
+  b = dropping(jnp.asarray(x), train=True, key=jax.random.key(1))[0]
+  assert not np.allclose(a, b)
