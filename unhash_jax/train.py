@@ -154,8 +154,9 @@ def init_backbone_from(model: nnx.Module, workdir: str, *, backbone: str | None 
   Every variable under the model's ``backbone`` attribute (:data:`~unhash_jax.models.IN_BACKBONE`:
   parameters and BatchNorm statistics) is replaced by the array of the same path in the latest (or
   ``step``) checkpoint of ``workdir``; the heads keep their initialisation. The source run may be
-  of any method (e.g. a CIBHash run pretraining the backbone without labels for NSH's heads) but
-  must have the same backbone architecture and input shape. The source workdir is only read.
+  of any method (e.g. a contrastive run pretraining the backbone without labels for another
+  method's heads) but must have the same backbone architecture and input shape. The source
+  workdir is only read.
 
   Args:
     model: an NNX model whose backbone lives in its ``backbone`` attribute.
