@@ -226,3 +226,22 @@ def test_methods_whose_first_recipes_share_a_test_transform_share_a_cache():
       Config(view_recipes=recipes, cached_views=3, backbone="tiny", image_size=8), Src(), idx)
   assert key(("none",)) == key(("cibhash", "cibhash"))
   assert key(("digits_none",)) != key(("none",))   # another normalisation
+
+
+def test_an_unaugmented_view_beside_an_augmented_one_reads_the_test_part(tmp_path):
+  """("cibhash", "none"): the second view is the test transform of the first recipe's cache."""
+  from unhash_jax import cached_training
+  from unhash_jax.config import Config, ConfigError
+  config = Config(view_recipes=("cibhash", "none"), cached_views=3, seed=1)
+  cached_training.check(config)
+  with pytest.raises(ConfigError, match="another test transform"):
+    cached_training.check(dataclasses.replace(config, view_recipes=("cibhash", "digits_none")))
+  source = _Source()
+  cache = _open(tmp_path, source)
+  positions = np.arange(20)
+  views = cached_training.view_sampler(cache, config, tokens=False)(positions, 3)
+  recipe = augment.get_recipe("cibhash")
+  train_images = source.images[cache.train_index[positions]]
+  want = _extract(augment.eval_preprocess(train_images, recipe, out_size=8))[0]
+  np.testing.assert_allclose(views["view:1"], want, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(views["view:0"], want, atol=1e-3)

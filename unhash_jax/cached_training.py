@@ -56,12 +56,13 @@ def check(config: Config, *, tokens: bool = False) -> None:
   if config.model.get("frozen_backbone") is False:
     raise ConfigError("--cached_views needs a frozen backbone (its features are computed once); "
                       "drop --nofrozen_backbone or set --cached_views=0.")
-  test = augment.get_recipe(config.view_recipes[0])
+  # The cache's test part is computed with the first recipe's test transform (cache_key).
+  test = test_transform_spec(augment.get_recipe(config.view_recipes[0]))
   for r in config.view_recipes:
     if tokens and not augments(augment.get_recipe(r)):
       raise ConfigError(f"view recipe {r!r} has no randomness: with --cached_views it would read "
                         f"the pooled test features, but this method trains on patch tokens.")
-    if not augments(augment.get_recipe(r)) and augment.get_recipe(r) != test:
+    if not augments(augment.get_recipe(r)) and test_transform_spec(augment.get_recipe(r)) != test:
       raise ConfigError(f"view recipe {r!r} has no randomness but another test transform than "
                         f"{config.view_recipes[0]!r}; with --cached_views such a view reads the "
                         f"test features, so both must agree.")
