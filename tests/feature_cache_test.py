@@ -228,6 +228,42 @@ def test_methods_whose_first_recipes_share_a_test_transform_share_a_cache():
   assert key(("digits_none",)) != key(("none",))   # another normalisation
 
 
+def test_runs_of_several_seeds_share_a_cache_through_cache_seed(tmp_path):
+  """--seed alone draws another cache; --cache_seed fixes the cached views across run seeds."""
+  from unhash_jax import cached_training, train
+  from unhash_jax.config import Config
+  from unhash_jax.methods import resolve_config
+
+  class Src:
+    name, image_shape = "s", (8, 8, 3)
+
+    def __len__(self):
+      return 40
+
+  idx = {"test": np.arange(40), "train": np.arange(0, 40, 2)}
+  key = lambda **kw: cached_training.cache_key(
+      Config(view_recipes=("cibhash", "cibhash"), cached_views=3, backbone="tiny", image_size=8,
+             **kw), Src(), idx)
+  assert key(seed=1) != key(seed=0)
+  assert key(seed=1, cache_seed=0) == key(seed=0) == key(seed=3, cache_seed=0)
+  assert key(seed=0, cache_seed=2) == key(seed=2)
+
+  caches, codes = str(tmp_path / "caches"), []
+  for seed in (0, 1):
+    config = Config(method="cibhash", dataset="digits", bits=16, backbone="tiny", batch_size=16,
+                    steps=3, eval_every=0, log_every=1, cached_views=2, seed=seed, cache_seed=7,
+                    feature_cache_dir=caches, data_dir=str(tmp_path / "data"))
+    workdir = str(tmp_path / f"run{seed}")
+    train.train_and_evaluate(config, workdir)
+    codes.append(np.load(os.path.join(workdir, "codes.npz"))["database_codes"])
+    with open(os.path.join(workdir, "config.json")) as f:
+      assert json.load(f)["cache_seed"] == 7
+  assert len(os.listdir(caches)) == 1          # one cache, extracted once
+  assert not np.array_equal(codes[0], codes[1])   # the heads still follow --seed
+  with pytest.raises(ValueError, match="--cache_seed must be an integer >= 0"):
+    resolve_config(Config(method="cibhash", cache_seed=-1))
+
+
 def test_an_unaugmented_view_beside_an_augmented_one_reads_the_test_part(tmp_path):
   """("cibhash", "none"): the second view is the test transform of the first recipe's cache."""
   from unhash_jax import cached_training

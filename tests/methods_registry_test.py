@@ -65,6 +65,19 @@ def test_short_run_gives_finite_losses_and_codes_of_the_right_shape(method, tmp_
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_every_common_preset_trains_on_a_feature_cache(method):
+  """The ``common`` preset (one frozen backbone, one feature cache) is accepted by the cache's checks,
+  with the views it names (e.g. an augmented view beside the clean image's feature)."""
+  from unhash_jax import cached_training
+  if "common" not in REGISTRY[method].presets:
+    pytest.skip(f"{method} has no common preset")
+  # batch 64: the preset's own (DDH: 50) need not divide the 8 test devices.
+  config = resolve_config(Config(method=method, dataset="cifar10", preset="common", batch_size=64))
+  assert config.cached_views > 0 and config.model["frozen_backbone"]
+  cached_training.check(config, tokens=REGISTRY[method].feature_tokens)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_short_run_on_a_frozen_feature_cache(method, tmp_path):
   """The same method on cached views of a frozen backbone (the head-only route of the papers)."""
   workdir = str(tmp_path / "run")

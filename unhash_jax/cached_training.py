@@ -68,6 +68,12 @@ def check(config: Config, *, tokens: bool = False) -> None:
                         f"test features, so both must agree.")
 
 
+def feature_seed(config: Config) -> int:
+  """The seed the cache's views (and a random-init backbone) are drawn from: ``cache_seed``, else
+  ``seed``."""
+  return config.seed if config.cache_seed is None else config.cache_seed
+
+
 def cache_key(config: Config, source, indices: dict[str, np.ndarray]) -> dict:
   """Everything the cached features depend on (the cache folder is named by its digest) except the
   augmenting recipes: each ``views:<recipe>`` part is added to the cache when a method first needs
@@ -75,14 +81,14 @@ def cache_key(config: Config, source, indices: dict[str, np.ndarray]) -> dict:
   from unhash_jax import cache
   from unhash_jax.models import weights_digest
   weights = (f"sha256:{weights_digest(config.pretrained)}" if config.pretrained else
-             f"random-init:seed={config.seed}")
+             f"random-init:seed={feature_seed(config)}")
   return {"dataset": config.dataset, "source": source.name, "num_images": len(source),
           "image_shape": list(source.image_shape),
           "indices": {k: cache.digest({"i": np.asarray(v).tolist()}) for k, v in indices.items()},
           "backbone": config.backbone, "backbone_kwargs": config.model.get("backbone_kwargs", {}),
           "weights": weights, "image_size": config.image_size,
           "test_transform": test_transform_spec(augment.get_recipe(config.view_recipes[0])),
-          "num_views": config.cached_views, "seed": config.seed}
+          "num_views": config.cached_views, "seed": feature_seed(config)}
 
 
 def test_transform_spec(recipe: augment.Recipe) -> dict:
@@ -97,7 +103,7 @@ def _extractor(config: Config, image_shape) -> Callable:
   from unhash_jax import xla_cpu
   from unhash_jax.models import load_weights_into, make_backbone
   shape = (config.image_size, config.image_size, image_shape[-1])
-  backbone = make_backbone(config.backbone, shape, rngs=nnx.Rngs(params=config.seed),
+  backbone = make_backbone(config.backbone, shape, rngs=nnx.Rngs(params=feature_seed(config)),
                            **config.model.get("backbone_kwargs", {}))
   if config.pretrained:
     load_weights_into(backbone, config.backbone, config.pretrained)
@@ -130,7 +136,7 @@ def open_cache(config: Config, source, splits, *, tokens: bool) -> feature_cache
   train_index = np.asarray(splits.train, np.int64)
   test_recipe = augment.get_recipe(config.view_recipes[0])
   size = config.image_size
-  base = jax.random.key(config.seed)
+  base = jax.random.key(feature_seed(config))
 
   def test_transform(images, idx, e):
     return augment.eval_preprocess(images, test_recipe, out_size=size)

@@ -46,6 +46,9 @@ class Config:
     epochs / steps: training length; ``steps`` wins when both are set.
     seed: model initialisation, augmentation and shuffling seed.
     split_seed: seed of the protocol's random draws.
+    cache_seed: seed of the feature cache's augmented views (and of a random-init cached
+      backbone); None = ``seed``. Fixing it lets runs of several seeds share one cache (the
+      heads' initialisation, shuffling and view draws still follow ``seed``).
     val_fraction: share of the training split carved out for validation.
     eval_every: steps between validation evaluations (0 = only at the end).
     checkpoint_every: steps between checkpoints (0 = only at the end).
@@ -93,6 +96,7 @@ class Config:
   steps: int | None = None
   seed: int = 0
   split_seed: int = 0
+  cache_seed: int | None = None
   val_fraction: float = 0.1
   eval_every: int | None = None
   checkpoint_every: int | None = None

@@ -59,6 +59,9 @@ flags.DEFINE_list("view_recipes", None,
                   "default: the method's preset.")
 flags.DEFINE_integer("seed", 0, "Initialisation/augmentation/shuffling seed.")
 flags.DEFINE_integer("split_seed", 0, "Seed of the protocol's random split.")
+flags.DEFINE_integer("cache_seed", None,
+                     "Seed of the feature cache's augmented views (--cached_views); default "
+                     "--seed. Fix it to train several --seed values on one cache.")
 flags.DEFINE_float("val_fraction", 0.1, "Share of the training split used as validation queries.")
 flags.DEFINE_integer("eval_every", None, "Steps between validation evaluations (0: only at end).")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints (0: only at end).")
