@@ -32,6 +32,16 @@ SWEEP = {
         ({"hparams": {"temperature": 0.5}, "model": {"feature_dropout": 0.5,
                                                      "feature_norm": "standardize_l2"}},
          {"val": 0.3713}),
+        # 2026-12-03, second session (same machine), on the then preset (two augmented views):
+        # 16 cached views instead of 8 (a second cache, `--cached_views=16`): no gain.
+        ({"cached_views": 16}, {"val": 0.4097}),
+        # 16 bits: the preset 0.3941; τ 0.3 0.3699, τ 0.4 0.3959; dropout 0.7 0.3867, 0.3 0.3861.
+        # An augmented view paired with the clean image's feature (the cache's test part) instead
+        # of a second augmented view: the preset since (16 / 32 / 64 bits; preset before: 0.3941 /
+        # 0.4196 / 0.4321).
+        ({"view_recipes": ("cibhash", "none")}, {"val": 0.4225, "val_16": 0.4080, "val_64": 0.4431}),
+        # On that preset at 64 bits, nothing moves it: 100 epochs 0.4384, τ 0.4 0.4420, τ 0.6
+        # 0.4427, Adam 5e-4 0.4300, 2e-3 0.4426.
     ],
     "nsh": [
         ({}, {"val": 0.274}),   # defaults: Adam 1e-5, wd 1e-5, batch 50, λ_q 1, τ_sort 1/K
@@ -41,6 +51,9 @@ SWEEP = {
         # 2026-12-03, on the preset: CIBHash's feature input does not carry over to NSH.
         ({"model": {"feature_dropout": 0.5, "feature_norm": "l2"}}, {"val": 0.3804}),
         ({"model": {"feature_dropout": 0.5, "feature_norm": "standardize_l2"}}, {"val": 0.3504}),
+        # 2026-12-03, second session: the clean image's feature as the second view (as CIBHash's
+        # and FDBH's presets since) does not help NSH.
+        ({"view_recipes": ("cibhash", "none")}, {"val": 0.3791}),
     ],
     "ddh": [
         # fc8 on the frozen feature, pseudo labels from the same feature, Adam, 60 epochs of 100.
@@ -63,6 +76,8 @@ SWEEP = {
     "harr": [
         ({}, {"val": 0.366}),
         ({"model": {"feature_dropout": 0.5, "feature_norm": "l2"}}, {"val": 0.3845}),   # the preset
+        # 2026-12-03, second session: the clean image's feature as the second view: worse.
+        ({"view_recipes": ("cibhash", "none")}, {"val": 0.3645}),
     ],
     "wch": [
         # 2026-12-03, on the frozen MobileNetV2 tokens (7×7×1280 per cached view). With the method's
@@ -87,6 +102,8 @@ SWEEP = {
           "model": {"feature_dropout": 0.5}}, {"val": 0.3280}),
         ({"hparams": {"weight_temperature": 0.02, "normalize_weights": True},
           "model": {"feature_dropout": 0.5}}, {"val": 0.3309}),
+        # The clean image as the second view (CIBHash's and FDBH's presets) cannot apply: the
+        # cache's test part holds pooled features only, and the run refuses it (ConfigError).
     ],
     "fdbh": [
         ({}, {"val": 0.376}),   # the method's defaults (the preset until 2026-12-02)
@@ -97,5 +114,19 @@ SWEEP = {
         ({"hparams": {"temperature": 0.5}, "model": {"feature_dropout": 0.5,
                                                      "feature_norm": "standardize_l2"}},
          {"val": 0.3803}),
+        # 2026-12-03, second session, on the then preset: 16 cached views, no gain.
+        ({"cached_views": 16}, {"val": 0.4091}),
+        # The clean image's feature as the second view: the preset since (16 / 32 / 64 bits;
+        # preset before: 0.3774 / 0.4063 / 0.4327).
+        ({"view_recipes": ("cibhash", "none")}, {"val": 0.4159, "val_16": 0.3920, "val_64": 0.4348}),
+        # On that (16 / 32 / 64 bits): τ 0.5 is the preset since; τ 0.4 and 0.2, no reconstruction
+        # (λ_rec 0) and 100 epochs at 64 bits only.
+        ({"view_recipes": ("cibhash", "none"), "hparams": {"temperature": 0.5}},
+         {"val": 0.4296, "val_16": 0.4055, "val_64": 0.4449}),
+        ({"view_recipes": ("cibhash", "none"), "hparams": {"temperature": 0.4}},
+         {"val": 0.4233, "val_16": 0.4076, "val_64": 0.4410}),
+        ({"view_recipes": ("cibhash", "none"), "hparams": {"temperature": 0.2}}, {"val_64": 0.4227}),
+        ({"view_recipes": ("cibhash", "none"), "hparams": {"rec_weight": 0.0}}, {"val_64": 0.4299}),
+        ({"view_recipes": ("cibhash", "none"), "epochs": 100}, {"val_64": 0.4434}),
     ],
 }
