@@ -77,6 +77,25 @@ def test_every_common_preset_trains_on_a_feature_cache(method):
   cached_training.check(config, tokens=REGISTRY[method].feature_tokens)
 
 
+def test_every_common_preset_shares_one_feature_cache():
+  """The methods' ``common`` presets read one cache (one extraction, tens of minutes on CPU, serves
+  every row of the CIFAR-10 table): the same key, and the cached views' recipes of all of them."""
+  from unhash_jax import cached_training
+  source = type("Source", (), {"name": "cifar10", "image_shape": (32, 32, 3),
+                               "__len__": lambda self: 60000})()
+  indices = {"test": np.arange(10), "train": np.arange(5)}
+  keys, recipes = {}, set()
+  for method in METHODS:
+    if "common" not in REGISTRY[method].presets:
+      continue
+    config = resolve_config(Config(method=method, dataset="cifar10", preset="common", batch_size=64))
+    keys[method] = json.dumps(cached_training.cache_key(config, source, indices), sort_keys=True)
+    recipes.update(cached_training.augmenting_recipes(config))
+  assert len(keys) >= 6, keys
+  assert len(set(keys.values())) == 1, {m: json.loads(k) for m, k in keys.items()}
+  assert len(recipes) == 1, recipes
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_short_run_on_a_frozen_feature_cache(method, tmp_path):
   """The same method on cached views of a frozen backbone (the head-only route of the papers)."""
