@@ -54,6 +54,12 @@ SWEEP = {
         # 2026-12-03, second session: the clean image's feature as the second view (as CIBHash's
         # and FDBH's presets since) does not help NSH.
         ({"view_recipes": ("cibhash", "none")}, {"val": 0.3791}),
+        # 2026-12-03, third session (the preset re-ran at 0.3979): a 1024-unit ReLU layer (tried,
+        # removed) shared by both heads 0.3625, in the hash head only 0.3509, either with the L2 +
+        # dropout feature input 0.1453 (collapsed codes). τ_nce 0.2 0.379, 0.5 0.395; m 1 0.3716,
+        # m 4 0.4117 (one seed; not yet adopted); τ_sort 0.25 0.4043, 0.5 0.3415; τ_sort 0.25 with
+        # m 4 0.3724, with λ_q 0.03 0.3884.
+        ({"hparams": {"num_positives": 4}}, {"val": 0.4117}),
     ],
     "ddh": [
         # fc8 on the frozen feature, pseudo labels from the same feature, Adam, 60 epochs of 100.
