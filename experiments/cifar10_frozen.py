@@ -46,6 +46,14 @@ def command(args, method: str, bits: int) -> list[str]:
           *common_flags(args), f"--workdir={workdir}", *args.extra]
 
 
+def _data(args):
+  """The data set and the cifar10-i splits (the same for every method's ``common`` preset)."""
+  from unhash_jax.data import builders, protocols
+  config = _config(args, "cibhash")
+  source = builders.load_source("cifar10", data_dir=config.data_dir, archive=config.archive)
+  return source, protocols.make_splits(config.protocol, source, seed=config.split_seed)
+
+
 def _config(args, method: str):
   from unhash_jax.config import Config
   from unhash_jax.methods import resolve_config
@@ -55,16 +63,13 @@ def _config(args, method: str):
                                data_dir=args.data_dir))
 
 
-def _open(args, method: str = "cibhash"):
+def _open(args, source, splits, method: str = "cibhash"):
   """The cache as ``method``'s common preset opens it (with tokens for a token method)."""
   from unhash_jax import cached_training
-  from unhash_jax.data import builders, protocols
   from unhash_jax.methods import get_method
   config = _config(args, method)
-  source = builders.load_source("cifar10", data_dir=config.data_dir, archive=config.archive)
-  splits = protocols.make_splits(config.protocol, source, seed=config.split_seed)
-  return config, source, splits, cached_training.open_cache(
-      config, source, splits, tokens=get_method(method).feature_tokens)
+  return config, cached_training.open_cache(config, source, splits,
+                                            tokens=get_method(method).feature_tokens)
 
 
 def cache(args) -> None:
@@ -72,15 +77,16 @@ def cache(args) -> None:
   it, token methods first (WCH trains on the views' tokens; the others read the pooled parts, and
   CIBHash's and FDBH's clean view the test part). Resumable: run it again after a kill."""
   from absl import logging
+  from unhash_jax.methods import get_method
   # The cache reports progress through the standard logging module: route it through absl's
   # handler, or a run whose stderr is not a terminal (no tqdm bar) would show no progress at all.
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
-  from unhash_jax.methods import get_method
+  source, splits = _data(args)
   methods = [m for m in args.methods if m in DEEP] or list(DEEP)
   for method in sorted(methods, key=lambda m: not get_method(m).feature_tokens):
     t0 = time.perf_counter()
-    _, _, _, feature_cache = _open(args, method)
+    _, feature_cache = _open(args, source, splits, method)
     print(json.dumps({"method": method, "cache": feature_cache.directory,
                       "seconds": round(time.perf_counter() - t0)}), flush=True)
 
@@ -100,7 +106,8 @@ def knn(args) -> list[dict]:
   raw features and on features centred by the training split's mean (label-free; post-ReLU pooled
   features share a large common component that dominates their cosines)."""
   from unhash_jax import cosine_retrieval
-  config, source, splits, feature_cache = _open(args)
+  source, splits = _data(args)
+  config, feature_cache = _open(args, source, splits)
   query = feature_cache.test_features(splits.query)
   database = feature_cache.test_features(splits.database)
   mean = feature_cache.test_features(splits.train).astype(np.float64).mean(axis=0)

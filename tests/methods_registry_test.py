@@ -81,8 +81,11 @@ def test_every_common_preset_shares_one_feature_cache():
   """The methods' ``common`` presets read one cache (one extraction, tens of minutes on CPU, serves
   every row of the CIFAR-10 table): the same key, and the cached views' recipes of all of them."""
   from unhash_jax import cached_training
-  source = type("Source", (), {"name": "cifar10", "image_shape": (32, 32, 3),
-                               "__len__": lambda self: 60000})()
+  from unhash_jax.data import builders
+  n = 10
+  source = builders.Source(name="cifar10", images=np.zeros((n, 32, 32, 3), np.uint8),
+                           labels=np.zeros(n, np.int32), official_split=np.full(n, "train"),
+                           class_names=("a",), image_shape=(32, 32, 3))
   indices = {"test": np.arange(10), "train": np.arange(5)}
   keys, recipes = {}, set()
   for method in METHODS:
