@@ -47,6 +47,12 @@ SWEEP = {
         ({"view_recipes": ("none", "none")}, {"val": 0.3966}),
         # 2026-12-04, 64 bits (preset 0.4431): batch 128 0.4340, with lr 2e-3 0.4451.
         ({"batch_size": 128, "learning_rate": 2e-3}, {"val_64": 0.4451}),
+        # Bernoulli-sampled codes (the paper's, `stochastic_codes`) instead of the official
+        # thresholding: 64 bits, seeds 0 / 1 / 2: 0.4467 / 0.4438 / 0.4470 vs 0.4431 / 0.4431 /
+        # 0.4444 (+0.2 points on average, below one run's seed spread); 32 bits 0.4267 (+0.4);
+        # 16 bits 0.3939 (-1.4). Not adopted.
+        ({"hparams": {"stochastic_codes": True}},
+         {"val": 0.4267, "val_16": 0.3939, "val_64": 0.4467}),
     ],
     "nsh": [
         ({}, {"val": 0.274}),   # defaults: Adam 1e-5, wd 1e-5, batch 50, λ_q 1, τ_sort 1/K
@@ -97,6 +103,9 @@ SWEEP = {
         ({"view_recipes": ("cibhash", "none")}, {"val": 0.3645}),
         # 2026-12-04, on the preset: p 0.05 0.3813, p 0.2 0.3797, M 2048 WTA codes 0.3754.
         ({"hparams": {"top_fraction": 0.05}}, {"val": 0.3813}),
+        # Batch 128 0.3915 at 32 bits but 0.3280 at 16 (preset 0.3566; codes half collapsed, bit
+        # balance 0.26); batch 256 0.3819, with lr 2e-3 collapsed (0.2413). Not adopted.
+        ({"batch_size": 128}, {"val": 0.3915, "val_16": 0.3280}),
     ],
     "wch": [
         # 2026-12-03, on the frozen MobileNetV2 tokens (7×7×1280 per cached view). With the method's
