@@ -30,7 +30,7 @@ def run_cli(*args, timeout=300):
 def start_cli(log_dir, *args):
   """Starts the CLI in the background, its stderr in ``log_dir/stderr.txt`` (read it with
   :func:`_stderr`). Not a pipe: nobody reads a pipe while the run trains, and ``--log_every=1``
-  fills one (64 KiB) within a second, after which the run blocks on its next log line."""
+  (about 15 KB/s here) fills one (64 KiB) within seconds; the run then blocks on its next line."""
   stderr = open(os.path.join(log_dir, "stderr.txt"), "w")
   proc = subprocess.Popen([sys.executable, "-m", "unhash_jax.main", *args], cwd=REPO, env=_env(),
                           stdout=subprocess.DEVNULL, stderr=stderr, text=True)
