@@ -128,6 +128,25 @@ def test_hand_computed_case():
   np.testing.assert_allclose(float(loss), row - 0.5, rtol=1e-6)
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_sharp_weights_stay_finite_when_a_rows_diagonal_underflows(detach):
+  # Image 0's views are orthogonal while its first view equals image 1's second: Ŝ[0] = (0, 1), so
+  # at T_w 0.005 softmax(Ŝ/T_w)[0, 0] = e^-200 underflows to 0 in float32 (a quotient Q/Q[0, 0]
+  # gave NaN). Normalised, W[0] = (e^-200, 1) and the loss matches the float64 loop.
+  t1 = np.array([[0.9, -0.8], [0.7, 0.6], [-0.5, 0.4]])
+  t2 = np.array([[0.8, -0.9], [0.6, 0.5], [-0.6, 0.3]])
+  x1 = np.array([[[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]], [[0.0, 0.0, 1.0]]])
+  x2 = np.array([[[0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]]])
+  kw = dict(weight_temperature=0.005, normalize_weights=True, detach_weights=detach)
+  want = _np_wch(t1, t2, x1, x2, tw=0.005, normalize=True)[0]
+  loss = wch_loss(*(jnp.asarray(a, jnp.float32) for a in (t1, t2, x1, x2)), **kw)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-6)
+  grads = jax.grad(lambda a, b: wch_loss(jnp.asarray(t1, jnp.float32), jnp.asarray(t2, jnp.float32),
+                                         a, b, **kw), argnums=(0, 1))(
+      jnp.asarray(x1, jnp.float32), jnp.asarray(x2, jnp.float32))
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
+
+
 def test_regularizer_uses_view_one_only_and_zero_maps_to_plus_one():
   t1 = jnp.array([[0.0, -0.3], [0.2, -0.1]])          # sign₀: [[1, -1], [1, -1]]
   t2 = jnp.array([[-0.5, 0.5], [0.5, 0.5]])

@@ -23,11 +23,16 @@ def wch_weights(similarity: jax.Array, *, weight_temperature=0.2, detach: bool =
   The diagonal is exactly 1 and off-diagonal entries may exceed 1. ``normalize=True`` rescales
   every row to sum to 1 (which gives ``W = Q``); ``detach=True`` stops its gradient. The
   official code does neither.
+
+  Computed as ``exp((Ŝ[n, m] − Ŝ[n, n])/T_w)`` (and ``W = Q`` when normalised), never as the
+  quotient: at a sharp ``T_w`` a row's ``Q[n, n]`` underflows to 0 once another image is more
+  similar by about ``87·T_w``, and ``Q/Q[n, n]`` would turn the loss into NaN.
   """
-  q = jax.nn.softmax(similarity / weight_temperature, axis=-1)
-  w = q / jnp.diagonal(q)[:, None]
+  logits = similarity / weight_temperature
   if normalize:
-    w = w / jnp.sum(w, axis=-1, keepdims=True)
+    w = jax.nn.softmax(logits, axis=-1)
+  else:
+    w = jnp.exp(logits - jnp.diagonal(logits)[:, None])
   return jax.lax.stop_gradient(w) if detach else w
 
 
