@@ -92,6 +92,9 @@ def cache(args) -> None:
 
 
 def run(args) -> None:
+  """Runs each row's command in turn; exits 1 after the last if any failed (a workdir that holds
+  a run with other settings refuses the new one: move it aside, or pass ``--runs``)."""
+  failed = []
   for method in args.methods:
     for bits in args.bits:
       cmd = command(args, method, bits)
@@ -99,6 +102,11 @@ def run(args) -> None:
       t0 = time.perf_counter()
       proc = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT)
       print(f"# exit {proc.returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
+      if proc.returncode:
+        failed.append(f"{method} {bits} bits (exit {proc.returncode})")
+  if failed:
+    sys.exit(f"cifar10_frozen.py run: {len(failed)} of {len(args.methods) * len(args.bits)} rows "
+             f"failed: {', '.join(failed)}")
 
 
 def knn(args) -> list[dict]:

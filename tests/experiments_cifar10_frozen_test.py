@@ -1,0 +1,48 @@
+"""experiments/cifar10_frozen.py ``run``: a failed row makes the script fail (after running the rest)."""
+
+import argparse
+import importlib.util
+import os
+import subprocess
+
+import pytest
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
+                     "cifar10_frozen.py")
+
+
+def _script():
+  spec = importlib.util.spec_from_file_location("cifar10_frozen_script", _PATH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _args(tmp_path, methods):
+  return argparse.Namespace(methods=methods, bits=[16, 32], archive="a.tar.gz", pretrained="w.pth",
+                            backbone="mobilenet_v2", image_size=224, data_dir=None,
+                            runs=str(tmp_path), extra=[])
+
+
+def test_run_exits_non_zero_naming_the_failed_rows_after_running_all(tmp_path, monkeypatch, capsys):
+  script = _script()
+  calls = []
+
+  def fake_run(cmd, cwd):
+    calls.append(cmd)
+    failed = "--method=harr" in cmd and "--bits=32" in cmd
+    return subprocess.CompletedProcess(cmd, 2 if failed else 0)
+
+  monkeypatch.setattr(script.subprocess, "run", fake_run)
+  with pytest.raises(SystemExit) as exit_info:
+    script.run(_args(tmp_path, ["itq", "harr"]))
+  assert len(calls) == 4
+  assert "1 of 4 rows failed: harr 32 bits (exit 2)" in str(exit_info.value.code)
+  assert "# exit 2" in capsys.readouterr().out
+
+
+def test_run_returns_when_every_row_succeeds(tmp_path, monkeypatch):
+  script = _script()
+  monkeypatch.setattr(script.subprocess, "run",
+                      lambda cmd, cwd: subprocess.CompletedProcess(cmd, 0))
+  assert script.run(_args(tmp_path, ["itq"])) is None
