@@ -81,6 +81,12 @@ SWEEP = {
         ({"hparams": {"num_positives": 4}}, {"val_16": 0.3471, "val_64": 0.4122}),
         # 2026-12-04, second session: cosine-decayed rate: no change.
         ({"lr_schedule": "cosine"}, {"val": 0.3971}),
+        # A bit-balance term mean_k (mean_n b_nk)² on the tanh codes (prototype, removed): the
+        # preset's codes are unbalanced (training bit balance 0.13) and the term balances them
+        # (0.02-0.03) without a gain: weight 0.3 / 1 / 3: 0.3843 / 0.3945 / 0.3929. HARR's bit
+        # decorrelation L_bc (prototype, removed), weight 0.1 / 0.3 / 1: 0.3980 / 0.3904 / 0.3689.
+        ({"hparams": {"balance_weight": 1.0}}, {"val": 0.3945}),
+        ({"hparams": {"bc_weight": 0.1}}, {"val": 0.3980}),
     ],
     "ddh": [
         # fc8 on the frozen feature, pseudo labels from the same feature, Adam, 60 epochs of 100.
@@ -107,6 +113,9 @@ SWEEP = {
                                      "val_16_seed1": 0.3344}),
         ({"lr_schedule": "cosine", "learning_rate": 3e-3}, {"val": 0.3542, "val_16": 0.3229}),
         ({"lr_schedule": "cosine", "epochs": 120}, {"val_16": 0.3342}),
+        # On that, 32 bits: λ 1 0.3592, λ 10 0.3680, K1 10 0.3542, K1 40 0.3556, K2 80 0.3579,
+        # batch 100 0.3321: nothing beyond noise.
+        ({"hparams": {"quantization_weight": 10.0}}, {"val": 0.3680}),
     ],
     "harr": [
         ({}, {"val": 0.366}),
@@ -124,6 +133,23 @@ SWEEP = {
         # codes collapse (0.2986 at 32 bits, bit balance 0.60).
         ({"lr_schedule": "cosine"}, {"val": 0.3914, "val_16": 0.3620, "val_64": 0.4243}),
         ({"lr_schedule": "cosine", "learning_rate": 2e-3}, {"val": 0.2986}),
+        # On the cosine rate, the bit-decorrelation weight α (0.01), the preset since at 0.3:
+        # 16 bits α 0.001 0.3028 (collapsed, bit balance 0.32), 0.03 0.3773, 0.1 0.3914, 0.3
+        # 0.4009, 1 0.3964; 32 bits α 0.1 0.4208, 0.3 0.4234, 1 0.4171; 64 bits α 0.1 0.4307, 0.3
+        # 0.4300, 1 0.4334. Seed 1 at α 0.3: 0.3915 / 0.4182 / 0.4340. α 0.3 with the constant
+        # rate: 0.4201 at 32 bits. β 0.3 / 0.03 at 16 bits (α 0.01): 0.3608 / 0.3702.
+        ({"lr_schedule": "cosine", "hparams": {"bc_weight": 0.3}},
+         {"val": 0.4234, "val_16": 0.4009, "val_64": 0.4300}),
+        ({"lr_schedule": "cosine", "hparams": {"bc_weight": 0.3}, "seed": 1},
+         {"val": 0.4182, "val_16": 0.3915, "val_64": 0.4340}),
+        # On that preset, 64 bits (0.4300): λ_off 0.1 0.4080, 0.005 0.4247 (1/K = 0.0156); β 0.3
+        # and 0.03 0.4298; 100 epochs 0.4316; p 0.05 0.4266, p 0.2 0.4355 (but 16 / 32 bits 0.3897
+        # / 0.4181, seed 1 at 64 0.4318): none adopted. Ablation at 32 bits (README): no WTA term
+        # 0.3567 (bit balance 0.58), no L_bc 0.3768, no quantization 0.4154.
+        ({"hparams": {"top_fraction": 0.2}}, {"val": 0.4181, "val_16": 0.3897, "val_64": 0.4355}),
+        ({"hparams": {"similarity_weight": 0.0}}, {"val": 0.3567}),
+        ({"hparams": {"bc_weight": 0.0}}, {"val": 0.3768}),
+        ({"hparams": {"quantization_weight": 0.0}}, {"val": 0.4154}),
     ],
     "wch": [
         # 2026-12-03, on the frozen MobileNetV2 tokens (7×7×1280 per cached view). With the method's
@@ -150,6 +176,12 @@ SWEEP = {
           "model": {"feature_dropout": 0.5}}, {"val": 0.3309}),
         # 2026-12-04, second session: cosine-decayed rate (the preset's is constant): no change.
         ({"lr_schedule": "cosine"}, {"val": 0.3631}),
+        # Both views' tokens minus the batch's mean token before the patch similarities
+        # (prototype, removed): it separates the two views of an image from other images (64
+        # cached images: Ŝ 0.84 ± 0.08 on the diagonal vs 0.68 ± 0.06 off it; centred 0.50 ± 0.23
+        # vs 0.00 ± 0.14) but not the codes: T_w 0.01 0.3654, 0.03 0.3435, 0.1 0.3527. Its first
+        # T_w 0.01 run found the NaN of W = Q/Q[n, n] when Q[n, n] underflows (fixed since).
+        ({"hparams": {"center_tokens": True}}, {"val": 0.3654}),
         # The clean image as the second view (CIBHash's and FDBH's presets) cannot apply: the
         # cache's test part holds pooled features only, and the run refuses it (ConfigError).
     ],
@@ -184,5 +216,14 @@ SWEEP = {
         # With lr 2e-3 at 16 bits: 0.4166.
         ({"lr_schedule": "cosine"}, {"val": 0.4229, "val_16": 0.4145, "val_64": 0.4442}),
         ({"lr_schedule": "cosine", "learning_rate": 2e-3}, {"val_16": 0.4166}),
+        # Seed 1 at 16 bits: cosine 0.4065, the preset 0.4108. Ablation at 16 bits (preset 0.4055):
+        # no λ_fdo 0.3983, no reconstruction 0.4052, γ fixed at γ_max 0.3909; cosine with λ_fdo
+        # 0.03 0.4096.
+        ({"hparams": {"fdo_weight": 0.0}}, {"val_16": 0.3983}),
+        ({"hparams": {"anneal_gamma": False}}, {"val_16": 0.3909}),
+        # Ablation at 32 bits (preset 0.4296; README): no contrastive term 0.3078, no λ_fdo 0.4277,
+        # no reconstruction 0.4303, γ fixed at 10 0.4124, γ fixed at 1 0.4162.
+        ({"hparams": {"contrastive_weight": 0.0}}, {"val": 0.3078}),
+        ({"hparams": {"anneal_gamma": False, "gamma_max": 1.0}}, {"val": 0.4162}),
     ],
 }
