@@ -144,7 +144,7 @@ SWEEP = {
          {"val": 0.4182, "val_16": 0.3915, "val_64": 0.4340}),
         # On that preset, 64 bits (0.4300): λ_off 0.1 0.4080, 0.005 0.4247 (1/K = 0.0156); β 0.3
         # and 0.03 0.4298; 100 epochs 0.4316; p 0.05 0.4266, p 0.2 0.4355 (but 16 / 32 bits 0.3897
-        # / 0.4181, seed 1 at 64 0.4318): none adopted. Ablation at 32 bits (README): no WTA term
+        # / 0.4181, seed 1 at 64 0.4318); batch 128 0.4271 (16 bits 0.3853): none adopted. Ablation at 32 bits (README): no WTA term
         # 0.3567 (bit balance 0.58), no L_bc 0.3768, no quantization 0.4154.
         ({"hparams": {"top_fraction": 0.2}}, {"val": 0.4181, "val_16": 0.3897, "val_64": 0.4355}),
         ({"hparams": {"similarity_weight": 0.0}}, {"val": 0.3567}),
@@ -182,6 +182,9 @@ SWEEP = {
         # vs 0.00 ± 0.14) but not the codes: T_w 0.01 0.3654, 0.03 0.3435, 0.1 0.3527. Its first
         # T_w 0.01 run found the NaN of W = Q/Q[n, n] when Q[n, n] underflows (fixed since).
         ({"hparams": {"center_tokens": True}}, {"val": 0.3654}),
+        # HARR's bit decorrelation L_bc on the two views' tanh codes (prototype, removed), weight
+        # 0.3 / 1: 0.3741 / 0.3694. At most +1 point at 32 bits; not pursued at 16/64.
+        ({"hparams": {"bc_weight": 0.3}}, {"val": 0.3741}),
         # The clean image as the second view (CIBHash's and FDBH's presets) cannot apply: the
         # cache's test part holds pooled features only, and the run refuses it (ConfigError).
     ],
