@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 
+from unhash_jax import checkpointing
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--backbone=tiny", "--bits=16", "--batch_size=32", "--eval_every=0", "--log_every=1"]
 
@@ -27,34 +29,26 @@ def run_cli(*args, timeout=300):
                         capture_output=True, text=True, timeout=timeout)
 
 
-def start_cli(log_dir, *args):
-  """Starts the CLI in the background, its stderr in ``log_dir/stderr.txt`` (read it with
-  :func:`_stderr`). Not a pipe: nobody reads a pipe while the run trains, and ``--log_every=1``
-  (about 15 KB/s here) fills one (64 KiB) within seconds; the run then blocks on its next line."""
-  stderr = open(os.path.join(log_dir, "stderr.txt"), "w")
-  proc = subprocess.Popen([sys.executable, "-m", "unhash_jax.main", *args], cwd=REPO, env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-  proc.stderr_path = stderr.name
-  stderr.close()
-  return proc
+def start_cli(stderr_path, *args):
+  """Starts the CLI in the background, its stderr in the file ``stderr_path``. Not a pipe: nobody
+  reads a pipe while the run trains, and ``--log_every=1`` (about 15 KB/s here) fills one (64 KiB)
+  within seconds; the run then blocks on its next line."""
+  with open(stderr_path, "w") as stderr:   # the child keeps its own descriptor
+    return subprocess.Popen([sys.executable, "-m", "unhash_jax.main", *args], cwd=REPO,
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=stderr)
 
 
-def _stderr(proc):
-  with open(proc.stderr_path) as f:
-    return f.read()
-
-
-def _wait_for_a_checkpoint(workdir, proc, timeout=180):
+def _wait_for_a_checkpoint(workdir, proc, stderr_path, timeout=180):
   """Waits until the run has committed a checkpoint (a step-named directory). Not a given step:
   with ``--checkpoint_every=5`` the early ones are rotated out within milliseconds."""
-  checkpoints = os.path.join(workdir, "checkpoints")
+  checkpoints = checkpointing.checkpoint_dir(workdir)
   t0 = time.time()
   while not (os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))):
     if proc.poll() is not None:
-      raise AssertionError(f"the run ended early: {_stderr(proc)[-3000:]}")
+      raise AssertionError(f"the run ended early: {stderr_path.read_text()[-3000:]}")
     if time.time() - t0 > timeout:
       raise AssertionError(f"no checkpoint appeared in {checkpoints} within {timeout} s: "
-                           f"{_stderr(proc)[-3000:]}")
+                           f"{stderr_path.read_text()[-3000:]}")
     time.sleep(0.2)
 
 
@@ -75,9 +69,10 @@ def data_dir(tmp_path_factory):
 def test_second_run_on_a_busy_workdir_refuses_and_a_killed_run_does_not_block(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
   args = [f"--workdir={workdir}", f"--data_dir={data_dir}", *FAST]
-  first = start_cli(tmp_path, "--steps=100000", "--checkpoint_every=5", *args)
+  log = tmp_path / "stderr.txt"
+  first = start_cli(log, "--steps=100000", "--checkpoint_every=5", *args)
   try:
-    _wait_for_a_checkpoint(workdir, first)
+    _wait_for_a_checkpoint(workdir, first, log)
     second = run_cli("--steps=100000", "--checkpoint_every=5", *args)
     assert second.returncode == 1
     line = _one_paragraph(second.stderr)
@@ -98,12 +93,13 @@ def test_second_run_on_a_busy_workdir_refuses_and_a_killed_run_does_not_block(tm
 @pytest.mark.slow
 def test_ctrl_c_exits_130_naming_the_last_checkpoint(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
-  proc = start_cli(tmp_path, "--steps=100000", "--checkpoint_every=5", f"--workdir={workdir}",
+  log = tmp_path / "stderr.txt"
+  proc = start_cli(log, "--steps=100000", "--checkpoint_every=5", f"--workdir={workdir}",
                    f"--data_dir={data_dir}", *FAST)
-  _wait_for_a_checkpoint(workdir, proc)
+  _wait_for_a_checkpoint(workdir, proc, log)
   proc.send_signal(signal.SIGINT)
   proc.wait(timeout=120)
-  stderr = _stderr(proc)
+  stderr = log.read_text()
   assert proc.returncode == 130, stderr[-3000:]
   line = _one_paragraph(stderr)
   assert "interrupted at step" in line and "last checkpoint is step" in line
