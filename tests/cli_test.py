@@ -65,6 +65,7 @@ def test_two_step_run_prints_metrics_and_writes_results(tmp_path, data_dir):
     ("--num_positives=0 --method=nsh", ["--num_positives=0", ">= 1"]),
     ("--eval_every=-1", ["--eval_every must be an integer >= 0, got -1"]),
     ("--checkpoint_every=-3", ["--checkpoint_every must be an integer >= 0, got -3"]),
+    ("--val_topk=0", ["--val_topk must be an integer >= 1, got 0"]),
     ("--log_every=0", ["--log_every must be an integer >= 1, got 0"]),
     ("--learning_rate=inf", ["--learning_rate must be a finite number > 0, got inf"]),
     ("--learning_rate=0", ["--learning_rate must be a finite number > 0"]),

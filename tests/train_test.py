@@ -54,6 +54,28 @@ def test_two_step_run_writes_every_artefact(tmp_path):
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
 
 
+def test_val_topk_sets_the_validation_k(tmp_path):
+  """digits validates mAP@all; ``val_topk`` = the validation database's size must give the same
+  value, and ``val_topk=1`` is precision@1, a multiple of 1 / (validation queries)."""
+  def val_map(name, **kw):
+    workdir = str(tmp_path / name)
+    train.train_and_evaluate(_tiny_config(tmp_path, steps=2, eval_every=2, **kw), workdir)
+    rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    return [r["val/map"] for r in rows if "val/map" in r][-1]
+
+  cfg = resolve_config(_tiny_config(tmp_path))
+  source = builders.load_source("digits", data_dir=cfg.data_dir)
+  splits = protocols.make_splits(cfg.protocol, source, seed=cfg.split_seed,
+                                 val_fraction=cfg.val_fraction)
+  assert splits.topk is None
+  n_query, n_database = len(splits.val_query), len(splits.val_database)
+  at_all = val_map("all")
+  assert val_map("whole_database", val_topk=n_database) == pytest.approx(at_all, abs=1e-6)
+  at_one = val_map("one", val_topk=1)
+  assert at_one * n_query == pytest.approx(round(at_one * n_query), abs=1e-3)
+  assert at_one != pytest.approx(at_all, abs=1e-3)
+
+
 @pytest.mark.slow
 def test_interrupted_run_resumes_bit_exactly(tmp_path, crash_at_step):
   # A warm-up + cosine schedule: the resumed optimizer must continue the schedule, not restart it.

@@ -50,7 +50,10 @@ class Config:
       backbone); None = ``seed``. Fixing it lets runs of several seeds share one cache (the
       heads' initialisation, shuffling and view draws still follow ``seed``).
     val_fraction: share of the training split carved out for validation.
-    eval_every: steps between validation evaluations (0 = only at the end).
+    eval_every: steps between validation evaluations, and one at the end (0 = no validation).
+    val_topk: k of the validation mAP@k; None = the protocol's k. The validation database is
+      smaller than the test one (cifar10-i: 4,500 vs 54,000), so the protocol's k covers a larger
+      share of it; ``k · |val database| / |database|`` (83 on cifar10-i) covers the same share.
     checkpoint_every: steps between checkpoints (0 = only at the end).
     keep_checkpoints: how many recent checkpoints are kept (plus the best validation one).
     log_every: steps between progress lines.
@@ -99,6 +102,7 @@ class Config:
   cache_seed: int | None = None
   val_fraction: float = 0.1
   eval_every: int | None = None
+  val_topk: int | None = None
   checkpoint_every: int | None = None
   keep_checkpoints: int = 2
   log_every: int = 100

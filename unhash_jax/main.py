@@ -63,7 +63,9 @@ flags.DEFINE_integer("cache_seed", None,
                      "Seed of the feature cache's augmented views (--cached_views); default "
                      "--seed. Fix it to train several --seed values on one cache.")
 flags.DEFINE_float("val_fraction", 0.1, "Share of the training split used as validation queries.")
-flags.DEFINE_integer("eval_every", None, "Steps between validation evaluations (0: only at end).")
+flags.DEFINE_integer("eval_every", None,
+                     "Steps between validation evaluations, and one at the end (0: none).")
+flags.DEFINE_integer("val_topk", None, "k of the validation mAP@k (default: the protocol's k).")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints (0: only at end).")
 flags.DEFINE_integer("keep_checkpoints", 2, "Recent checkpoints to keep (plus the best).")
 flags.DEFINE_integer("log_every", 100, "Steps between progress lines.")

@@ -612,9 +612,11 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
   base_key = jax.random.key(config.seed)
   identity = _identity(config)
 
+  val_topk = config.val_topk or splits.topk
+
   def validate(st) -> float:
     m, _, _ = evaluate_split(setup, encode_fn, st, source, splits.val_query, splits.val_database,
-                             splits.topk)
+                             val_topk)
     return float(m["map"])
 
   def non_finite(step: int, loss: float) -> None:
@@ -667,7 +669,7 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
       if eval_now:
         val_map = validate(state)
         writer.write(done, {"val/map": val_map})
-        logging.info("step %d: validation mAP@%s = %.4f (best %.4f)", done, splits.topk or "all",
+        logging.info("step %d: validation mAP@%s = %.4f (best %.4f)", done, val_topk or "all",
                      val_map, max(val_map, best.val_map))
         ckpt_metrics = {"val_map": val_map}
         best.offer(val_map, done, state, keep_state=config.select_on_val)

@@ -29,7 +29,7 @@ LOCK_FILE = ".lock"
 
 # Fields that only say where data lives, how often to log/evaluate/save, or how fast to compute:
 # a resume may change them (extending the run too, see resume_changes).
-RESUME_MAY_CHANGE = ("steps", "epochs", "eval_every", "checkpoint_every", "keep_checkpoints",
+RESUME_MAY_CHANGE = ("steps", "epochs", "eval_every", "val_topk", "checkpoint_every", "keep_checkpoints",
                      "log_every", "eval_batch_size", "data_dir", "archive", "distributed",
                      "cpu_ynn_fusions", "select_on_val", "init_backbone_from", "pretrained",
                      "feature_cache_dir")

@@ -257,7 +257,8 @@ def _check(config: Config, spec: MethodSpec) -> None:
        f"{config.weight_decay}.")
   need(spec.fit is not None or config.steps is not None or config.epochs is not None,
        f"method {spec.name!r} names neither steps nor epochs; pass --steps or --epochs.")
-  for field, low in (("steps", 1), ("epochs", 1), ("eval_every", 0), ("checkpoint_every", 0),
+  for field, low in (("steps", 1), ("epochs", 1), ("eval_every", 0), ("val_topk", 1),
+                     ("checkpoint_every", 0),
                      ("log_every", 1), ("keep_checkpoints", 1), ("eval_batch_size", 1),
                      ("image_size", 1), ("seed", 0), ("split_seed", 0), ("cache_seed", 0),
                      ("warmup_steps", 0)):
