@@ -41,7 +41,8 @@ def test_resume_may_extend_a_constant_schedule_run_but_not_change_its_training()
       "steps": (100, 300), "eval_every": (1000, 7)}
   for change, field in (({"learning_rate": 0.01}, "--learning_rate"), ({"seed": 1}, "--seed"),
                         ({"bits": 16}, "--bits"), ({"hparams": {"kl_weight": 0.0}}, "--hparams"),
-                        ({"method": "nsh", "batch_size": 128}, "--method")):
+                        ({"method": "nsh", "batch_size": 128}, "--method"),
+                        ({"val_topk": 83}, "--val_topk")):
     with pytest.raises(workdir.ResumeMismatchError, match=field):
       workdir.resume_changes(saved, _resolved(steps=100, **change), what="the checkpoint")
 

@@ -28,8 +28,9 @@ CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 
 # Fields that only say where data lives, how often to log/evaluate/save, or how fast to compute:
-# a resume may change them (extending the run too, see resume_changes).
-RESUME_MAY_CHANGE = ("steps", "epochs", "eval_every", "val_topk", "checkpoint_every", "keep_checkpoints",
+# a resume may change them (extending the run too, see resume_changes). Not ``val_topk``: the best
+# validation checkpoint is chosen by comparing values measured before and after the resume.
+RESUME_MAY_CHANGE = ("steps", "epochs", "eval_every", "checkpoint_every", "keep_checkpoints",
                      "log_every", "eval_batch_size", "data_dir", "archive", "distributed",
                      "cpu_ynn_fusions", "select_on_val", "init_backbone_from", "pretrained",
                      "feature_cache_dir")
