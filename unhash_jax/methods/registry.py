@@ -258,10 +258,9 @@ def _check(config: Config, spec: MethodSpec) -> None:
   need(spec.fit is not None or config.steps is not None or config.epochs is not None,
        f"method {spec.name!r} names neither steps nor epochs; pass --steps or --epochs.")
   for field, low in (("steps", 1), ("epochs", 1), ("eval_every", 0), ("val_topk", 1),
-                     ("checkpoint_every", 0),
-                     ("log_every", 1), ("keep_checkpoints", 1), ("eval_batch_size", 1),
-                     ("image_size", 1), ("seed", 0), ("split_seed", 0), ("cache_seed", 0),
-                     ("warmup_steps", 0)):
+                     ("checkpoint_every", 0), ("log_every", 1), ("keep_checkpoints", 1),
+                     ("eval_batch_size", 1), ("image_size", 1), ("seed", 0), ("split_seed", 0),
+                     ("cache_seed", 0), ("warmup_steps", 0)):
     value = getattr(config, field)
     need(value is None or (_is_int(value) and value >= low),
          f"--{field} must be an integer >= {low}, got {value}.")
