@@ -97,7 +97,9 @@ CIBHASH = register(MethodSpec(
         # (validation mAP@1000 0.371 -> 0.420 at 32 bits), and an augmented view paired with the
         # clean image's feature instead of a second augmented one (0.394/0.420/0.432 ->
         # 0.408/0.423/0.443 at 16/32/64 bits) [project choice; the paper pairs two augmented views].
-        "common": common_preset(hparams={"temperature": 0.5},
+        # 100 epochs instead of the paper's 60: validation mAP@83 over seeds 0/1/2, mean +0.2 /
+        # +0.7 / +0.7 points at 16 / 32 / 64 bits.
+        "common": common_preset(epochs=100, hparams={"temperature": 0.5},
                                 model={"feature_dropout": 0.5, "feature_norm": "l2"},
                                 view_recipes=("cibhash", "none")),
     },
