@@ -80,7 +80,7 @@ def test_every_common_preset_trains_on_a_feature_cache(method):
 def test_every_common_preset_shares_one_feature_cache():
   """The methods' ``common`` presets read one cache (one extraction, tens of minutes on CPU, serves
   every row of the CIFAR-10 table): the same key, and two view parts between them (CIBHash's recipe,
-  and its milder-crop variant that CIBHash's and HARR's presets chose on validation)."""
+  and its milder-crop variant that CIBHash's, HARR's and FDBH's presets chose on validation)."""
   from unhash_jax import cached_training
   from unhash_jax.data import builders
   n = 10

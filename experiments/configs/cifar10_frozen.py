@@ -359,5 +359,10 @@ SWEEP = {
         # γ fixed at 1 0.4139.
         ({"hparams": {"contrastive_weight": 0.0}}, {"val": 0.3018}),
         ({"hparams": {"anneal_gamma": False}}, {"val": 0.4300}),
+        # 2026-12-04, fifth session, seed 0 (the preset 0.5010 / 0.5345 / 0.5636): the augmented
+        # view cropping 80-100 % of the image (`cibhash_crop08`, as CIBHash's and HARR's presets),
+        # the preset since: 0.5207 / 0.5570 / 0.5912 at 16 / 32 / 64 bits (+2.0 / +2.3 / +2.8).
+        ({"view_recipes": ("cibhash_crop08", "none")},
+         {"val83_16": [0.5207], "val83": [0.5570], "val83_64": [0.5912]}),
     ],
 }

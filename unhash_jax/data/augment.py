@@ -242,7 +242,7 @@ PRESETS: dict[str, Recipe] = {
         mean=IMAGENET_MEAN, std=IMAGENET_STD),
     # [project choice] CIBHash's recipe with a milder crop, 80-100 % of the image instead of 50-100 %:
     # on a frozen backbone's cached features it keeps the views nearer the image (validation mAP@83
-    # on cifar10-i, frozen MobileNetV2: +2 points at 32 and 64 bits for CIBHash and HARR, while
+    # on cifar10-i, frozen MobileNetV2: +2 points at 32 and 64 bits for CIBHash, HARR and FDBH, while
     # MoCo-v2's 20-100 % crops lose 3-5 points; experiments/configs/cifar10_frozen.py).
     "cibhash_crop08": Recipe(
         crop_scale=(0.8, 1.0), flip_prob=0.5, jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.7,
