@@ -288,6 +288,27 @@ SWEEP = {
         # 2026-12-04, sixth session, 16 bits (seed 0; the preset 0.5014): no crop at all
         # (`cibhash_nocrop`) 0.5016.
         ({"view_recipes": ("cibhash_nocrop", "cibhash_nocrop")}, {"val83_16": [0.5016]}),
+        # 2026-12-04, sixth session, on the 80-100 % crops: the cosine quantization β (0.1) at 16 bits,
+        # seeds 0 / 1 / 2: 0.3 0.5145 / 0.5074 / 0.5328, 1 0.5240 / 0.5252 / 0.5177 (preset 0.5014 /
+        # 0.5051 / 0.5050), 3 0.4969; at 32 / 64 bits (seed 0; preset 0.5562 / 0.5830): 0.3 0.5660 /
+        # 0.5812, 1 0.5745 / 0.5885, 3 0.5547 / 0.5958. β 1 is the preset since. Also at 16 bits:
+        # Adam 5e-4 0.4831. Test mAP@1000 seeds 0 / 1 / 2: 0.4893 / 0.4886 / 0.4860, 0.5260 / 0.5266 /
+        # 0.5204, 0.5392 / 0.5414 / 0.5434.
+        ({"hparams": {"quantization_weight": 0.3}},
+         {"val83_16": [0.5145, 0.5074, 0.5328], "val83": [0.5660], "val83_64": [0.5812]}),
+        ({"hparams": {"quantization_weight": 1.0}},
+         {"val83_16": [0.5240, 0.5252, 0.5177], "val83": [0.5745], "val83_64": [0.5885]}),
+        ({"hparams": {"quantization_weight": 3.0}},
+         {"val83_16": [0.4969], "val83": [0.5547], "val83_64": [0.5958]}),
+        # Ablation at 32 bits on the β-1 preset (README; validation mAP@1000, seeds 0 / 1 / 2): full
+        # 0.4427 / 0.4384 / 0.4383, no WTA term 0.3429 / 0.3476 / 0.3384 (bit balance 0.76-0.81), no
+        # L_bc 0.3660 / 0.3649 / 0.3672, no quantization 0.4061 / 0.4112 / 0.4128. On the β-0.1 preset
+        # (seed 0): full 0.4135, no WTA term 0.3220, no L_bc 0.3612.
+        ({"hparams": {"quantization_weight": 1.0}}, {"val": [0.4427, 0.4384, 0.4383]}),
+        ({"hparams": {"quantization_weight": 1.0, "similarity_weight": 0.0}},
+         {"val": [0.3429, 0.3476, 0.3384]}),
+        ({"hparams": {"quantization_weight": 1.0, "bc_weight": 0.0}}, {"val": [0.3660, 0.3649, 0.3672]}),
+        ({"hparams": {"quantization_weight": 0.0}}, {"val": [0.4061, 0.4112, 0.4128]}),
     ],
     "wch": [
         # 2026-12-03, on the frozen MobileNetV2 tokens (7×7×1280 per cached view). With the method's
