@@ -136,9 +136,8 @@ HARR = register(MethodSpec(
         # +0.5 / 0.0 / +0.6 points at 16 / 32 / 64 bits).
         # Both views crop 80-100 % of the image (recipe `cibhash_crop08`) instead of 50-100 %:
         # validation mAP@83, seed 0, +1.9 / +0.7 points at 64 / 16 bits. On those views a 10×
-        # stronger cosine quantization, β 1 (validation mAP@83: 16 bits, seeds 0/1/2, 0.5240 /
-        # 0.5252 / 0.5177 vs 0.5014 / 0.5051 / 0.5050; 32 / 64 bits, seed 0, 0.5745 / 0.5885 vs
-        # 0.5562 / 0.5830; β 0.3 between the two, β 3 worse at 16 and 32 bits).
+        # stronger cosine quantization, β 1: +1.9 points on the mean of three seeds at 16 bits
+        # (every seed better), +1.8 / +0.6 at 32 / 64 bits (seed 0); β 3 is worse at 16 and 32.
         "common": common_preset(epochs=100, lr_schedule="cosine",
                                 hparams={"bc_weight": 0.3, "quantization_weight": 1.0},
                                 view_recipes=("cibhash_crop08", "cibhash_crop08"),
