@@ -419,5 +419,14 @@ SWEEP = {
         # the preset since: 0.5207 / 0.5570 / 0.5912 at 16 / 32 / 64 bits (+2.0 / +2.3 / +2.8).
         ({"view_recipes": ("cibhash_crop08", "none")},
          {"val83_16": [0.5207], "val83": [0.5570], "val83_64": [0.5912]}),
+        # Ablation at 32 bits on that preset (README; validation mAP@1000, seeds 0 / 1), 2026-12-04,
+        # sixth session: full 0.4476 / 0.4458, no contrastive term 0.3023 / 0.2958, no λ_fdo 0.4452 /
+        # 0.4408, no reconstruction 0.4483 / 0.4403, γ fixed at 10 0.4396 / 0.4312, at 1 0.4221 / 0.4181.
+        ({}, {"val": [0.4476, 0.4458]}),
+        ({"hparams": {"contrastive_weight": 0.0}}, {"val": [0.3023, 0.2958]}),
+        ({"hparams": {"fdo_weight": 0.0}}, {"val": [0.4452, 0.4408]}),
+        ({"hparams": {"rec_weight": 0.0}}, {"val": [0.4483, 0.4403]}),
+        ({"hparams": {"anneal_gamma": False}}, {"val": [0.4396, 0.4312]}),
+        ({"hparams": {"anneal_gamma": False, "gamma_max": 1.0}}, {"val": [0.4221, 0.4181]}),
     ],
 }
