@@ -132,8 +132,8 @@ FDBH = register(MethodSpec(
         # τ 0.5 as CIBHash's (-> 0.406/0.430/0.445; τ 0.4: 0.408/0.423/0.441); and 100 epochs
         # instead of 60 (γ anneals over the longer run; validation mAP@83, mean of seeds 0/1/2:
         # +1.4 / 0.0 / +1.0 points at 16 / 32 / 64 bits). The augmented view crops 80-100 % of the
-        # image (recipe `cibhash_crop08`, as CIBHash's and HARR's presets) instead of 50-100 %:
-        # validation mAP@83, seed 0, +2.0 / +2.3 / +2.8 points at 16 / 32 / 64 bits.
+        # image (recipe `cibhash_crop08`) instead of 50-100 %: validation mAP@83, seed 0, +2.0 /
+        # +2.3 / +2.8 points at 16 / 32 / 64 bits.
         "common": common_preset(epochs=100, hparams={"temperature": 0.5},
                                 model={"feature_dropout": 0.5, "feature_norm": "l2"},
                                 view_recipes=("cibhash_crop08", "none")),

@@ -38,7 +38,7 @@ def common_preset(**overrides) -> dict[str, Any]:
   ``--backbone``/``--pretrained`` name another) and CIBHash's augmentations, trained head-only on a
   feature cache of 8 views per image, so numbers compare across methods [project choice: one
   backbone, hence one cache, for all methods; a preset may name another recipe for its views,
-  which adds that recipe's part to the same cache (CIBHash, HARR and FDBH: ``cibhash_crop08``)]."""
+  which adds that recipe's part to the same cache]."""
   model = {"frozen_backbone": True, **overrides.pop("model", {})}
   return {"backbone": "vgg16", "image_size": 224, "cached_views": 8,
           "view_recipes": ("cibhash", "cibhash"), "model": model, **overrides}
