@@ -1,0 +1,155 @@
+"""How far can DDH's pseudo labels carry a code? A bound on cifar10-i's frozen features (diagnostic).
+
+DDH (docs/methods.md §2.5) regresses the code inner products ``u_iᵀU_j/K`` onto the shared-nearest-
+neighbour labels ``S ∈ {±1}^{N×N}`` of the training split. This script scores the codes that objective
+asks for, with DDH's optimiser and its fc8 out of the way:
+
+* **in sample** (the sweeps' validation split: its queries and database are training images, mAP@83):
+  ``sign₀`` of the rank-K spectral embedding ``E = V_K·√λ_K`` of ``S`` (the top-K eigenpairs; ``EEᵀ``
+  is the best rank-K approximation of ``S`` in Frobenius norm);
+* **out of sample** (the test split, mAP@1000): ``E`` regressed from the frozen pooled features by
+  (a) a linear map with a bias (ridge, λ 1: the function class of DDH's fc8 on a frozen backbone) and
+  (b) the head of the other ``common`` presets (feature scaled to unit mean square, dropout 0.5,
+  ``Linear(1024) → ReLU → Linear(K)``; squared error on the column-standardised ``E``, Adam 1e-3,
+  6,000 steps of 64), codes ``sign₀`` of the prediction;
+* ITQ on the same features (seed 0, as ``--method=itq``) on both splits, for scale.
+
+Every fit is label-free; the labels only score. The kNN and labels are the ``common`` preset's (cosine
+on the cached test-transform features, ``--k1``/``--k2`` as its 20 / 45).
+
+  python experiments/ddh_label_bound.py [--bits 16 32 64] [--k1 20] [--k2 45]
+
+Prints one JSON line per code length and writes ``experiments/results/ddh_label_bound.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from experiments import cifar10_frozen  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "experiments", "results", "ddh_label_bound.json")
+
+
+def spectral_embedding(labels: np.ndarray, bits: int) -> np.ndarray:
+  """``[N, bits]`` top-``bits`` eigenvectors of the symmetric ``labels`` scaled by √eigenvalue."""
+  w, v = np.linalg.eigh(labels.astype(np.float64))
+  return v[:, -bits:] * np.sqrt(np.maximum(w[-bits:], 0.0))
+
+
+def fit_linear(x: np.ndarray, target: np.ndarray, ridge: float = 1.0):
+  """Least squares ``[x, 1] W ≈ target`` with an L2 penalty ``ridge`` (bias included)."""
+  xa = np.concatenate([x, np.ones((len(x), 1))], 1).astype(np.float64)
+  w = np.linalg.solve(xa.T @ xa + ridge * np.eye(xa.shape[1]), xa.T @ target)
+  return lambda z: np.concatenate([z, np.ones((len(z), 1))], 1) @ w
+
+
+def fit_mlp(x: np.ndarray, target: np.ndarray, *, seed: int = 0, steps: int = 6000,
+            batch: int = 64, hidden: int = 1024, learning_rate: float = 1e-3):
+  """The ``common`` presets' head (unit-mean-square input, dropout 0.5, MLP) regressed on ``target``."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  def scaled(z):
+    return z / np.sqrt(np.mean(z * z, axis=1, keepdims=True))
+
+  def forward(p, z):
+    return jax.nn.relu(z @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+  key = jax.random.key(seed)
+  k1, k2, k_drop = jax.random.split(key, 3)
+  d, k = x.shape[1], target.shape[1]
+  params = {"w1": jax.random.normal(k1, (d, hidden)) / np.sqrt(d), "b1": jnp.zeros(hidden),
+            "w2": jax.random.normal(k2, (hidden, k)) / np.sqrt(hidden), "b2": jnp.zeros(k)}
+  opt = optax.adam(learning_rate)
+  xs, ts = jnp.asarray(scaled(x), jnp.float32), jnp.asarray(target, jnp.float32)
+
+  @jax.jit
+  def step(params, opt_state, idx, t):
+    keep = jax.random.bernoulli(jax.random.fold_in(k_drop, t), 0.5, (len(idx), d))
+    z = jnp.where(keep, 2.0 * xs[idx], 0.0)
+    grads = jax.grad(lambda p: jnp.mean((forward(p, z) - ts[idx]) ** 2))(params)
+    updates, opt_state = opt.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt_state = opt.init(params)
+  rng = np.random.default_rng(seed)
+  for t in range(steps):
+    params, opt_state = step(params, opt_state, rng.integers(0, len(x), batch), t)
+  return lambda z: np.asarray(forward(params, jnp.asarray(scaled(z), jnp.float32)))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+  parser.add_argument("--k1", type=int, default=20)
+  parser.add_argument("--k2", type=int, default=45)
+  parser.add_argument("--archive", default=os.path.join(cifar10_frozen.SHARED, "cifar10-jpeg.tar.gz"))
+  parser.add_argument("--pretrained",
+                      default=os.path.join(cifar10_frozen.SHARED, "mobilenet_v2-b0353104.pth"))
+  parser.add_argument("--backbone", default="mobilenet_v2")
+  parser.add_argument("--image_size", type=int, default=224)
+  parser.add_argument("--data_dir", default=None)
+  args = parser.parse_args()
+
+  import jax
+  from unhash_jax import baselines, pseudo_labels, retrieval
+
+  source, splits = cifar10_frozen._data(args)
+  _, cache = cifar10_frozen._open(args, source, splits, "ddh")
+  train = cache.test_features(splits.train)
+  position = {int(s): i for i, s in enumerate(splits.train)}
+  val_q = np.array([position[int(s)] for s in splits.val_query])
+  val_db = np.array([position[int(s)] for s in splits.val_database])
+  query, database = cache.test_features(splits.query), cache.test_features(splits.database)
+  labels = source.labels
+
+  def val_map(codes):   # in sample: codes of training images
+    return retrieval.mean_average_precision(codes[val_q], codes[val_db], labels[splits.val_query],
+                                            labels[splits.val_database], topk=83)
+
+  def test_map(encode):
+    return retrieval.mean_average_precision(encode(query), encode(database), labels[splits.query],
+                                            labels[splits.database], topk=splits.topk)
+
+  def sign(x):
+    return np.where(np.asarray(x) >= 0, 1.0, -1.0).astype(np.float32)
+
+  t0 = time.perf_counter()
+  k1 = min(args.k1, len(train) - 1)
+  s = pseudo_labels.snn_pseudo_labels(pseudo_labels.knn_indices(train, k1), k1, args.k2)
+  rows = []
+  for bits in args.bits:
+    emb = spectral_embedding(s, bits)
+    target = emb / emb.std(axis=0)
+    linear, mlp = fit_linear(train, target), fit_mlp(train, target)
+    itq = baselines.fit("itq", train, bits, key=jax.random.key(0))
+    row = {"bits": bits, "k1": args.k1, "k2": args.k2,
+           "val_map83": {"spectral_sign": val_map(sign(emb)),
+                         "spectral_linear": val_map(sign(linear(train))),
+                         "spectral_mlp": val_map(sign(mlp(train))),
+                         "itq": val_map(sign(itq.encode(train)))},
+           "test_map1000": {"spectral_linear": test_map(lambda z: sign(linear(z))),
+                            "spectral_mlp": test_map(lambda z: sign(mlp(z))),
+                            "itq": test_map(lambda z: sign(itq.encode(z)))},
+           "seconds": round(time.perf_counter() - t0, 1)}
+    for split in ("val_map83", "test_map1000"):
+      row[split] = {k: round(float(v), 4) for k, v in row[split].items()}
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+  with open(RESULTS, "w") as f:
+    json.dump({"rows": rows, "command": "python experiments/ddh_label_bound.py " +
+               " ".join(sys.argv[1:])}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
