@@ -19,7 +19,7 @@ on the cached test-transform features, ``--k1``/``--k2`` as its 20 / 45).
 
   python experiments/ddh_label_bound.py [--bits 16 32 64] [--k1 20] [--k2 45]
 
-Prints one JSON line per code length and writes ``experiments/results/ddh_label_bound.json``.
+Prints one JSON line per code length and writes ``--out`` (``experiments/results/ddh_label_bound.json``).
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def main():
   parser.add_argument("--backbone", default="mobilenet_v2")
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--out", default=RESULTS, help="the JSON to write")
   args = parser.parse_args()
 
   import jax
@@ -146,7 +147,7 @@ def main():
       row[split] = {k: round(float(v), 4) for k, v in row[split].items()}
     print(json.dumps(row), flush=True)
     rows.append(row)
-  with open(RESULTS, "w") as f:
+  with open(args.out, "w") as f:
     json.dump({"rows": rows, "command": "python experiments/ddh_label_bound.py " +
                " ".join(sys.argv[1:])}, f, indent=2)
 
