@@ -1,12 +1,14 @@
-"""How far can DDH's pseudo labels carry a code? A bound on cifar10-i's frozen features (diagnostic).
+"""How far can DDH's pseudo labels carry a code? An estimate on cifar10-i's frozen features (diagnostic).
 
 DDH (docs/methods.md §2.5) regresses the code inner products ``u_iᵀU_j/K`` onto the shared-nearest-
-neighbour labels ``S ∈ {±1}^{N×N}`` of the training split. This script scores the codes that objective
-asks for, with DDH's optimiser and its fc8 out of the way:
+neighbour labels ``S ∈ {±1}^{N×N}`` of the training split. This script scores the minimiser of that
+objective relaxed to real codes (no sign, no quantization term), with DDH's optimiser and its fc8 out of
+the way:
 
 * **in sample** (the sweeps' validation split: its queries and database are training images, mAP@83):
   ``sign₀`` of the rank-K spectral embedding ``E = V_K·√λ_K`` of ``S`` (the top-K eigenpairs; ``EEᵀ``
-  is the best rank-K approximation of ``S`` in Frobenius norm);
+  is the best rank-K positive semidefinite approximation of ``S`` in Frobenius norm, as the Gram
+  matrix of K-dimensional codes must be);
 * **out of sample** (the test split, mAP@1000): ``E`` regressed from the frozen pooled features by
   (a) a linear map with a bias (ridge, λ 1: the function class of DDH's fc8 on a frozen backbone) and
   (b) the head of the other ``common`` presets (feature scaled to unit mean square, dropout 0.5,
@@ -19,7 +21,8 @@ on the cached test-transform features, ``--k1``/``--k2`` as its 20 / 45).
 
   python experiments/ddh_label_bound.py [--bits 16 32 64] [--k1 20] [--k2 45]
 
-Prints one JSON line per code length and writes ``--out`` (``experiments/results/ddh_label_bound.json``).
+Prints one JSON line per code length (``elapsed_s``: seconds since the start, labels included) and
+writes them to ``--out`` (``experiments/results/ddh_label_bound.json``).
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def main():
            "test_map1000": {"spectral_linear": test_map(lambda z: sign(linear(z))),
                             "spectral_mlp": test_map(lambda z: sign(mlp(z))),
                             "itq": test_map(lambda z: sign(itq.encode(z)))},
-           "seconds": round(time.perf_counter() - t0, 1)}
+           "elapsed_s": round(time.perf_counter() - t0, 1)}
     for split in ("val_map83", "test_map1000"):
       row[split] = {k: round(float(v), 4) for k, v in row[split].items()}
     print(json.dumps(row), flush=True)

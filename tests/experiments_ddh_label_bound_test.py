@@ -16,7 +16,7 @@ def _script():
   return module
 
 
-def test_spectral_embedding_is_the_best_rank_k_approximation():
+def test_spectral_embedding_is_the_best_rank_k_psd_approximation():
   rng = np.random.default_rng(0)
   a = rng.normal(size=(40, 3))
   low_rank = a @ a.T                                  # PSD, rank 3: reproduced exactly
