@@ -1,5 +1,6 @@
 """Shared fixtures. 8 fake CPU devices are requested before JAX starts (sharding tests)."""
 
+import importlib.util
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -35,6 +36,18 @@ def shared_data_dir():
   if not os.path.isdir(SHARED_DATA):
     pytest.skip(f"real data folder {SHARED_DATA} not present")
   return SHARED_DATA
+
+
+@pytest.fixture
+def experiment_script():
+  """``experiment_script(name)``: ``experiments/<name>.py`` imported as a fresh module."""
+  def load(name):
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_script", os.path.join(REPO_ROOT, "experiments", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+  return load
 
 
 @pytest.fixture

@@ -1,21 +1,14 @@
 """experiments/cifar10_frozen.py ``run``: a failed row makes the script fail (after running the rest)."""
 
 import argparse
-import importlib.util
-import os
 import subprocess
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
-                     "cifar10_frozen.py")
 
-
-def _script():
-  spec = importlib.util.spec_from_file_location("cifar10_frozen_script", _PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+@pytest.fixture
+def script(experiment_script):
+  return experiment_script("cifar10_frozen")
 
 
 def _args(tmp_path, methods):
@@ -24,8 +17,8 @@ def _args(tmp_path, methods):
                             runs=str(tmp_path), extra=[])
 
 
-def test_run_exits_non_zero_naming_the_failed_rows_after_running_all(tmp_path, monkeypatch, capsys):
-  script = _script()
+def test_run_exits_non_zero_naming_the_failed_rows_after_running_all(script, tmp_path, monkeypatch,
+                                                                    capsys):
   calls = []
 
   def fake_run(cmd, cwd):
@@ -41,8 +34,7 @@ def test_run_exits_non_zero_naming_the_failed_rows_after_running_all(tmp_path, m
   assert "# exit 2" in capsys.readouterr().out
 
 
-def test_run_returns_when_every_row_succeeds(tmp_path, monkeypatch):
-  script = _script()
+def test_run_returns_when_every_row_succeeds(script, tmp_path, monkeypatch):
   monkeypatch.setattr(script.subprocess, "run",
                       lambda cmd, cwd: subprocess.CompletedProcess(cmd, 0))
   assert script.run(_args(tmp_path, ["itq"])) is None
