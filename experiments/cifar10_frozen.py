@@ -184,16 +184,21 @@ def table(args) -> None:
     print(f"| {r['method']} | {r['bits']} | {r['map']:.4f} | {r['backbone']} {r['image_size']} |")
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("what", choices=("cache", "run", "knn", "table"))
-  parser.add_argument("methods", nargs="*", default=list(DEEP + CLASSICAL))
-  parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags naming the data and the frozen backbone (what :func:`_data` and :func:`_open` read)."""
   parser.add_argument("--archive", default=os.path.join(SHARED, "cifar10-jpeg.tar.gz"))
   parser.add_argument("--pretrained", default=os.path.join(SHARED, "mobilenet_v2-b0353104.pth"))
   parser.add_argument("--backbone", default="mobilenet_v2")
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--data_dir", default=None)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("what", choices=("cache", "run", "knn", "table"))
+  parser.add_argument("methods", nargs="*", default=list(DEEP + CLASSICAL))
+  parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+  add_data_flags(parser)
   parser.add_argument("--runs", default="runs/cifar10_frozen")
   parser.add_argument("--extra", default="", help='more flags for every run, one string: '
                       '--extra="--eval_every=1000 --epochs=20"')

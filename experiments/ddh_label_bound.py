@@ -11,9 +11,10 @@ the way:
   matrix of K-dimensional codes must be);
 * **out of sample** (the test split, mAP@1000): ``E`` regressed from the frozen pooled features by
   (a) a linear map with a bias (ridge, λ 1: the function class of DDH's fc8 on a frozen backbone) and
-  (b) the head of the other ``common`` presets (feature scaled to unit mean square, dropout 0.5,
-  ``Linear(1024) → ReLU → Linear(K)``; squared error on the column-standardised ``E``, Adam 1e-3,
-  6,000 steps of 64), codes ``sign₀`` of the prediction;
+  (b) the head of the other ``common`` presets (the library's ``FeatureInput``: feature scaled to
+  unit mean square, dropout 0.5; then ``HashHead``: ``Linear(1024) → ReLU → Linear(K)``; squared
+  error on the column-standardised ``E``, Adam 1e-3, 6,000 steps of 64), codes ``sign₀`` of the
+  prediction;
 * ITQ on the same features (seed 0, as ``--method=itq``) on both splits, for scale.
 
 Every fit is label-free; the labels only score. The kNN and labels are the ``common`` preset's (cosine
@@ -57,30 +58,31 @@ def fit_linear(x: np.ndarray, target: np.ndarray, ridge: float = 1.0):
 
 def fit_mlp(x: np.ndarray, target: np.ndarray, *, seed: int = 0, steps: int = 6000,
             batch: int = 64, hidden: int = 1024, learning_rate: float = 1e-3):
-  """The ``common`` presets' head (unit-mean-square input, dropout 0.5, MLP) regressed on ``target``."""
+  """The ``common`` presets' head — :class:`FeatureInput` (L2, dropout 0.5) then :class:`HashHead` —
+  regressed on ``target`` (squared error, Adam); returns the fitted map ``[n, d] -> [n, K]``."""
   import jax
   import jax.numpy as jnp
   import optax
+  from flax import nnx
+  from unhash_jax.models import HashHead
+  from unhash_jax.models.feature_input import FeatureInput
 
-  def scaled(z):
-    return z / np.sqrt(np.mean(z * z, axis=1, keepdims=True))
+  feature_input = FeatureInput(x.shape[1], norm="l2", dropout_rate=0.5)
+  graphdef, params = nnx.split(HashHead(x.shape[1], target.shape[1], hidden=hidden,
+                                        rngs=nnx.Rngs(seed)))
 
-  def forward(p, z):
-    return jax.nn.relu(z @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+  def forward(params, z, *, train=False, key=None):
+    return nnx.merge(graphdef, params)(feature_input(z, train=train, key=key))
 
-  key = jax.random.key(seed)
-  k1, k2, k_drop = jax.random.split(key, 3)
-  d, k = x.shape[1], target.shape[1]
-  params = {"w1": jax.random.normal(k1, (d, hidden)) / np.sqrt(d), "b1": jnp.zeros(hidden),
-            "w2": jax.random.normal(k2, (hidden, k)) / np.sqrt(hidden), "b2": jnp.zeros(k)}
   opt = optax.adam(learning_rate)
-  xs, ts = jnp.asarray(scaled(x), jnp.float32), jnp.asarray(target, jnp.float32)
+  xs, ts = jnp.asarray(x, jnp.float32), jnp.asarray(target, jnp.float32)
+  dropout_key = jax.random.key(seed + 1)
 
   @jax.jit
   def step(params, opt_state, idx, t):
-    keep = jax.random.bernoulli(jax.random.fold_in(k_drop, t), 0.5, (len(idx), d))
-    z = jnp.where(keep, 2.0 * xs[idx], 0.0)
-    grads = jax.grad(lambda p: jnp.mean((forward(p, z) - ts[idx]) ** 2))(params)
+    key = jax.random.fold_in(dropout_key, t)
+    grads = jax.grad(lambda p: jnp.mean((forward(p, xs[idx], train=True, key=key) - ts[idx]) ** 2)
+                     )(params)
     updates, opt_state = opt.update(grads, opt_state)
     return optax.apply_updates(params, updates), opt_state
 
@@ -88,7 +90,7 @@ def fit_mlp(x: np.ndarray, target: np.ndarray, *, seed: int = 0, steps: int = 60
   rng = np.random.default_rng(seed)
   for t in range(steps):
     params, opt_state = step(params, opt_state, rng.integers(0, len(x), batch), t)
-  return lambda z: np.asarray(forward(params, jnp.asarray(scaled(z), jnp.float32)))
+  return lambda z: np.asarray(forward(params, jnp.asarray(z, jnp.float32)))
 
 
 def main():
@@ -96,12 +98,7 @@ def main():
   parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
   parser.add_argument("--k1", type=int, default=20)
   parser.add_argument("--k2", type=int, default=45)
-  parser.add_argument("--archive", default=os.path.join(cifar10_frozen.SHARED, "cifar10-jpeg.tar.gz"))
-  parser.add_argument("--pretrained",
-                      default=os.path.join(cifar10_frozen.SHARED, "mobilenet_v2-b0353104.pth"))
-  parser.add_argument("--backbone", default="mobilenet_v2")
-  parser.add_argument("--image_size", type=int, default=224)
-  parser.add_argument("--data_dir", default=None)
+  cifar10_frozen.add_data_flags(parser)
   parser.add_argument("--out", default=RESULTS, help="the JSON to write")
   args = parser.parse_args()
 
@@ -125,34 +122,31 @@ def main():
     return retrieval.mean_average_precision(encode(query), encode(database), labels[splits.query],
                                             labels[splits.database], topk=splits.topk)
 
-  def sign(x):
-    return np.where(np.asarray(x) >= 0, 1.0, -1.0).astype(np.float32)
-
+  # The evaluator takes real codes and applies sign₀ itself.
   t0 = time.perf_counter()
   k1 = min(args.k1, len(train) - 1)
   s = pseudo_labels.snn_pseudo_labels(pseudo_labels.knn_indices(train, k1), k1, args.k2)
+  # One eigendecomposition: each length's embedding is the last `bits` columns of the longest one.
+  embedding = spectral_embedding(s, max(args.bits))
   rows = []
   for bits in args.bits:
-    emb = spectral_embedding(s, bits)
+    emb = embedding[:, -bits:]
     target = emb / emb.std(axis=0)
     linear, mlp = fit_linear(train, target), fit_mlp(train, target)
     itq = baselines.fit("itq", train, bits, key=jax.random.key(0))
     row = {"bits": bits, "k1": args.k1, "k2": args.k2,
-           "val_map83": {"spectral_sign": val_map(sign(emb)),
-                         "spectral_linear": val_map(sign(linear(train))),
-                         "spectral_mlp": val_map(sign(mlp(train))),
-                         "itq": val_map(sign(itq.encode(train)))},
-           "test_map1000": {"spectral_linear": test_map(lambda z: sign(linear(z))),
-                            "spectral_mlp": test_map(lambda z: sign(mlp(z))),
-                            "itq": test_map(lambda z: sign(itq.encode(z)))},
+           "val_map83": {"spectral_sign": val_map(emb), "spectral_linear": val_map(linear(train)),
+                         "spectral_mlp": val_map(mlp(train)), "itq": val_map(itq.encode(train))},
+           "test_map1000": {"spectral_linear": test_map(linear), "spectral_mlp": test_map(mlp),
+                            "itq": test_map(itq.encode)},
            "elapsed_s": round(time.perf_counter() - t0, 1)}
     for split in ("val_map83", "test_map1000"):
       row[split] = {k: round(float(v), 4) for k, v in row[split].items()}
     print(json.dumps(row), flush=True)
     rows.append(row)
   with open(args.out, "w") as f:
-    json.dump({"rows": rows, "command": "python experiments/ddh_label_bound.py " +
-               " ".join(sys.argv[1:])}, f, indent=2)
+    json.dump({"rows": rows, "command": " ".join(["python", "experiments/ddh_label_bound.py",
+                                                  *sys.argv[1:]])}, f, indent=2)
 
 
 if __name__ == "__main__":
