@@ -140,7 +140,6 @@ HARR = register(MethodSpec(
         # (every seed better), +1.8 / +0.6 at 32 / 64 bits (seed 0); β 3 is worse at 16 and 32.
         "common": common_preset(epochs=100, lr_schedule="cosine",
                                 hparams={"bc_weight": 0.3, "quantization_weight": 1.0},
-                                view_recipes=("cibhash_crop08", "cibhash_crop08"),
                                 model={"feature_dropout": 0.5, "feature_norm": "l2"}),
     },
 ))

@@ -160,10 +160,9 @@ NSH = register(MethodSpec(
         "paper": {"backbone": "resnet50", "image_size": 224, "model": {"frozen_backbone": True}},
         # Tuned on cifar10-i's validation split on the frozen MobileNetV2 cache (32 bits): lr 1e-3
         # without weight decay, batch 64 for 100 epochs, λ_q 0.1, τ_sort 0.125 (validation
-        # mAP@1000 0.274 with the defaults -> 0.398). Views cropping 80-100 % of the image, as
-        # CIBHash's, HARR's, FDBH's and WCH's presets (validation mAP@83 +1.3 / +0.7 / 0.0).
+        # mAP@1000 0.274 with the defaults -> 0.398). Views cropping 80-100 % of the image
+        # (common_preset's default; validation mAP@83 +1.3 / +0.7 / 0.0 at 16 / 32 / 64 bits).
         "common": common_preset(batch_size=64, learning_rate=1e-3, weight_decay=0.0, epochs=100,
-                                view_recipes=("cibhash_crop08", "cibhash_crop08"),
                                 hparams={"quantization_weight": 0.1, "sort_temperature": 0.125}),
     },
 ))

@@ -35,13 +35,15 @@ FALLBACKS = {"optimizer": "adam", "lr_schedule": "constant", "warmup_steps": 0, 
 
 def common_preset(**overrides) -> dict[str, Any]:
   """docs/methods.md's ``common`` preset: one frozen ImageNet backbone for every method (VGG-16 fc7;
-  ``--backbone``/``--pretrained`` name another) and CIBHash's augmentations, trained head-only on a
+  ``--backbone``/``--pretrained`` name another) and CIBHash's augmentations with crops of 80-100 %
+  of the image instead of 50-100 % (recipe ``cibhash_crop08``: every augmenting method chose it on
+  cifar10-i's validation split, experiments/configs/cifar10_frozen.py), trained head-only on a
   feature cache of 8 views per image, so numbers compare across methods [project choice: one
   backbone, hence one cache, for all methods; a preset may name another recipe for its views,
   which adds that recipe's part to the same cache]."""
   model = {"frozen_backbone": True, **overrides.pop("model", {})}
   return {"backbone": "vgg16", "image_size": 224, "cached_views": 8,
-          "view_recipes": ("cibhash", "cibhash"), "model": model, **overrides}
+          "view_recipes": ("cibhash_crop08", "cibhash_crop08"), "model": model, **overrides}
 
 # Keys a preset or the defaults may hold besides RESOLVABLE_FIELDS.
 _PRESET_EXTRA_KEYS = ("hparams", "model")

@@ -116,9 +116,9 @@ WCH = register(MethodSpec(
         # with unnormalised weights makes half the batch positives and the codes collapse (bit
         # balance 0.8). Sharp, renormalised weights (T_w 0.01), Adam 1e-3, batch 64, 30 epochs:
         # validation mAP@1000 0.250 -> 0.364 at 32 bits. Views cropping 80-100 % of the image, as
-        # CIBHash's, HARR's and FDBH's presets (their cached tokens are a second 5 GB part).
+        # CIBHash's, HARR's and FDBH's presets (common_preset's default; the part then holds
+        # their tokens as well, 5 GB).
         "common": common_preset(learning_rate=1e-3, batch_size=64, epochs=30,
-                                view_recipes=("cibhash_crop08", "cibhash_crop08"),
                                 hparams={"weight_temperature": 0.01, "normalize_weights": True}),
         "digits": {"backbone": "small_cnn", "image_size": 8, "batch_size": 64, "steps": 3000,
                    "eval_every": 1000, "checkpoint_every": 1000, "learning_rate": 1e-3,
