@@ -81,7 +81,7 @@ def test_every_common_preset_shares_one_feature_cache():
   """The methods' ``common`` presets read one cache (one extraction, tens of minutes on CPU, serves
   every row of the CIFAR-10 table): the same key, and one view part between them (CIBHash's recipe
   with 80-100 % crops, which every augmenting preset chose on validation; DDH and the classical
-  baselines read only the test-transform features)."""
+  baselines read only the test-transform features, a fit building no view part)."""
   from unhash_jax import cached_training
   from unhash_jax.data import builders
   n = 10
@@ -113,6 +113,19 @@ def test_short_run_on_a_frozen_feature_cache(method, tmp_path):
     lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
     assert all(np.isfinite(l["train/loss"]) for l in lines if "train/loss" in l)
   assert len(os.listdir(tmp_path / "cache")) == 1   # one cache, under the run's key
+
+
+def test_a_fitted_method_builds_no_view_part_of_the_cache(tmp_path):
+  """A fit reads only the test-transform features: even with an augmenting recipe it extracts no
+  cached views (8 per training image would cost minutes on CPU for nothing)."""
+  cache_root = tmp_path / "cache"
+  cfg = _config(tmp_path, "itq", cached_views=3, feature_cache_dir=str(cache_root),
+                view_recipes=("digits",), eval_every=0)
+  assert 0.0 <= train.train_and_evaluate(cfg, str(tmp_path / "run"))["map"] <= 1.0
+  (directory,) = os.listdir(cache_root)
+  files = os.listdir(cache_root / directory)
+  assert any(f.startswith("test_") for f in files), files
+  assert not any(f.startswith("views_") for f in files), files
 
 
 @pytest.mark.slow

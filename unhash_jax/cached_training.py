@@ -128,8 +128,12 @@ def _recipe_id(name: str) -> int:
   return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-def open_cache(config: Config, source, splits, *, tokens: bool) -> feature_cache.FeatureCache:
-  """Builds (what is missing of) and opens the feature cache of a resolved config."""
+def open_cache(config: Config, source, splits, *, tokens: bool, views: bool = True
+               ) -> feature_cache.FeatureCache:
+  """Builds (what is missing of) and opens the feature cache of a resolved config.
+
+  ``views=False`` builds no augmented view part (a fitted method reads only the test part, and
+  extracting 8 views per training image costs minutes on CPU)."""
   check(config, tokens=tokens)
   test_index = np.unique(np.concatenate([splits.query, splits.database, splits.train,
                                          splits.val_query, splits.val_database]))
@@ -143,7 +147,7 @@ def open_cache(config: Config, source, splits, *, tokens: bool) -> feature_cache
 
   jobs = [feature_cache.Job(feature_cache.TEST_PART, test_index, 1, test_transform,
                            spec=repr(test_transform_spec(test_recipe)))]
-  for name in augmenting_recipes(config):
+  for name in augmenting_recipes(config) if views else ():
     recipe = augment.get_recipe(name)
     recipe_key = jax.random.fold_in(base, _recipe_id(name))
 

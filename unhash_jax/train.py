@@ -535,12 +535,14 @@ class _Inputs:
 def _model_inputs(config: Config, source, splits) -> _Inputs:
   if not config.cached_views:
     return _Inputs(source, tuple(source.image_shape))
-  tokens = get_method(config.method).feature_tokens
-  feature_cache = cached_training.open_cache(config, source, splits, tokens=tokens)
+  spec = get_method(config.method)
+  tokens, trains = spec.feature_tokens, spec.fit is None   # a fit reads only the test part
+  feature_cache = cached_training.open_cache(config, source, splits, tokens=tokens, views=trains)
   shape = ((feature_cache.token_shape(cached_training.augmenting_recipes(config)[0]) if tokens
             else None) or (feature_cache.feature_dim,))
   return _Inputs(cached_training.CachedFeatureSource(source, feature_cache), tuple(shape),
-                 cached_training.view_sampler(feature_cache, config, tokens=tokens))
+                 cached_training.view_sampler(feature_cache, config, tokens=tokens)
+                 if trains else None)
 
 
 def prepare_inputs(config: Config) -> dict[str, Any]:

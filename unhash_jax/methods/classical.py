@@ -53,5 +53,6 @@ for _name, _description in _DESCRIPTIONS.items():
       defaults={"backbone": "flatten", "batch_size": 64, "view_recipes": ("none",)},
       presets={"digits": {"view_recipes": ("digits",)},
                # Fitted on the same cached test-transform features as the deep methods' common
-               # preset; no augmented views, so a fit never extracts a view part it does not read.
+               # preset: one view, the clean image (a fit builds no view part of the cache
+               # whatever its recipe: train._model_inputs).
                "common": common_preset(view_recipes=("none",))}))
