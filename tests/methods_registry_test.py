@@ -128,6 +128,19 @@ def test_a_fitted_method_builds_no_view_part_of_the_cache(tmp_path):
   assert not any(f.startswith("views_") for f in files), files
 
 
+def test_a_cache_of_random_weights_is_announced(tmp_path, caplog):
+  """Without --pretrained the cached features come from a random, frozen backbone: legitimate
+  (tests, ablations), but a user who forgot the weights must be told."""
+  cfg = _config(tmp_path, "itq", cached_views=2, feature_cache_dir=str(tmp_path / "cache"),
+                eval_every=0)
+  with caplog.at_level("INFO"):
+    train.train_and_evaluate(cfg, str(tmp_path / "run"))
+  warned = [r for r in caplog.records if r.levelname == "WARNING" and "--pretrained" in r.getMessage()]
+  assert len(warned) == 1 and "randomly initialised tiny" in warned[0].getMessage()
+  assert any("Feature cache" in r.getMessage() and "test:pooled" in r.getMessage()
+             for r in caplog.records)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_interrupted_run_resumes_bit_exactly(method, tmp_path, crash_at_step):

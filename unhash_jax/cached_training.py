@@ -26,6 +26,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from unhash_jax.config import Config, ConfigError
@@ -135,6 +136,10 @@ def open_cache(config: Config, source, splits, *, tokens: bool, views: bool = Tr
   ``views=False`` builds no augmented view part (a fitted method reads only the test part, and
   extracting 8 views per training image costs minutes on CPU)."""
   check(config, tokens=tokens)
+  if not config.pretrained:
+    logging.warning("--cached_views without --pretrained: the cached features come from a frozen, "
+                    "randomly initialised %s (seed %d). Pass --pretrained=PATH for pretrained "
+                    "features.", config.backbone, feature_seed(config))
   test_index = np.unique(np.concatenate([splits.query, splits.database, splits.train,
                                          splits.val_query, splits.val_database]))
   train_index = np.asarray(splits.train, np.int64)

@@ -180,6 +180,8 @@ def open_or_build(root: str, name: str, key: Mapping[str, Any], *, jobs: Sequenc
       for kind in ("pooled", "tokens") if progress[job.name]["tokens"] else ("pooled",):
         arrays[f"{job.name}:{kind}"] = np.load(os.path.join(directory, _file(job.name, kind)),
                                                mmap_mode="r")
+  logging.info("Feature cache %s: %s.", directory,
+               ", ".join(f"{k} {tuple(a.shape)}" for k, a in arrays.items()))
   test = next(j for j in jobs if j.name == TEST_PART)
   views = [j for j in jobs if j.name != TEST_PART]
   if train_index is None:
