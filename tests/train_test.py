@@ -54,6 +54,17 @@ def test_two_step_run_writes_every_artefact(tmp_path):
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
 
 
+def test_image_size_other_than_the_datas_builds_the_model_for_the_resized_images(tmp_path):
+  """Views and test images are resized to ``image_size`` (8×8 digits → 12×12 here), so the model
+  must be built for that size: a size-dependent backbone (the flattening ``tiny``, a ViT's position
+  embeddings) built for the data's native size failed with a shape error at the first step."""
+  workdir = str(tmp_path / "run")
+  results = train.train_and_evaluate(_tiny_config(tmp_path, steps=2, image_size=12), workdir)
+  assert 0.0 <= results["map"] <= 1.0
+  kernel = _final_params(workdir, 2)["backbone"]["proj"]["kernel"]["value"]
+  assert np.shape(kernel) == (12 * 12 * 1, 16)
+
+
 def test_val_topk_sets_the_validation_k(tmp_path):
   """digits validates mAP@all; ``val_topk`` = the validation database's size must give the same
   value, and ``val_topk=1`` is precision@1, a multiple of 1 / (validation queries)."""

@@ -36,6 +36,7 @@ from unhash_jax.data import augment, builders, loader, protocols
 from unhash_jax.methods import MethodSpec, get_method, resolve_config
 from unhash_jax.methods.contract import (BuildContext, PrepareContext, StepBatch, StepContext,
                                          check_tables)
+from unhash_jax.methods.registry import check_backbone_input
 from unhash_jax.models import IN_BACKBONE
 from unhash_jax.optim import RunPlan, check_schedule, make_plan
 
@@ -516,6 +517,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   inputs = _model_inputs(config, source, splits)
+  check_backbone_input(config, inputs.input_shape)
   # Nothing was written to the workdir so far; from here on it is this run's alone.
   if run_logging.is_writer():
     with workdir_lib.WorkdirLock(workdir):
@@ -533,8 +535,8 @@ class _Inputs:
 
 
 def _model_inputs(config: Config, source, splits) -> _Inputs:
-  if not config.cached_views:
-    return _Inputs(source, tuple(source.image_shape))
+  if not config.cached_views:   # the model sees the test transform's / augmentations' output size
+    return _Inputs(source, (config.image_size, config.image_size, source.image_shape[-1]))
   spec = get_method(config.method)
   tokens, trains = spec.feature_tokens, spec.fit is None   # a fit reads only the test part
   feature_cache = cached_training.open_cache(config, source, splits, tokens=tokens, views=trains)
