@@ -77,6 +77,8 @@ def test_two_step_run_prints_metrics_and_writes_results(tmp_path, data_dir):
     ("--view_recipes=digits", ["2 view(s)", "--view_recipes names 1"]),
     ("--view_recipes=digits,blurry", ["unknown augmentation recipe 'blurry'"]),
     ("--lr_schedule=log_epoch", ["--final_learning_rate > 0"]),
+    ("--select_on_val --eval_every=0", ["--select_on_val", "--eval_every=0"]),
+    ("--select_on_val --method=itq", ["--select_on_val", "method 'itq'"]),
     # An input size the architecture cannot take (an abstract build, before the workdir exists).
     ("--backbone=resnet50 --image_size=16", ["--backbone=resnet50 cannot take 16x16x1", "32x32"]),
     ("--backbone=vit_b16 --image_size=40", ["--image_size=40", "multiple of the patch size 16"]),

@@ -65,6 +65,28 @@ def test_image_size_other_than_the_datas_builds_the_model_for_the_resized_images
   assert np.shape(kernel) == (12 * 12 * 1, 16)
 
 
+def test_select_on_val_evaluates_the_best_validation_state(tmp_path):
+  """With a rate high enough that validation mAP peaks early, ``select_on_val`` must give the
+  codes of the peak's state: those of a run stopped at the peak step (constant rate, same data
+  order), not those of the last state."""
+  def run(name, **kw):
+    cfg = _tiny_config(tmp_path, **{"steps": 6, "eval_every": 1, "checkpoint_every": 0,
+                                    "learning_rate": 0.3, **kw})
+    results = train.train_and_evaluate(cfg, str(tmp_path / name))
+    return results, np.load(str(tmp_path / name / "codes.npz"))["database_codes"]
+
+  selected, selected_codes = run("selected", select_on_val=True)
+  rows = [json.loads(l) for l in open(tmp_path / "selected" / "metrics.jsonl")]
+  curve = {r["step"]: r["val/map"] for r in rows if "val/map" in r}
+  peak = max(curve, key=lambda step: (curve[step], -step))
+  assert peak < 6, curve                    # the case this test is about: the peak is not the end
+  assert selected["best_val_map"] == pytest.approx(curve[peak])
+  _, stopped_codes = run("stopped", steps=peak)
+  _, last_codes = run("last")
+  np.testing.assert_array_equal(selected_codes, stopped_codes)
+  assert not np.array_equal(selected_codes, last_codes)
+
+
 def test_val_topk_sets_the_validation_k(tmp_path):
   """digits validates mAP@all; ``val_topk`` = the validation database's size must give the same
   value, and ``val_topk=1`` is precision@1, a multiple of 1 / (validation queries)."""

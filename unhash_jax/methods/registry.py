@@ -287,6 +287,10 @@ def _check(config: Config, spec: MethodSpec) -> None:
          f"--{field} must be an integer >= {low}, got {value}.")
   need(_is_number(config.val_fraction) and 0.0 <= config.val_fraction < 1.0,
        f"--val_fraction must lie in [0, 1), got {config.val_fraction}.")
+  need(not config.select_on_val or (trained and config.eval_every and config.val_fraction > 0),
+       f"--select_on_val evaluates the state of the best validation mAP, so it needs a trained "
+       f"method with --eval_every > 0 and --val_fraction > 0; got method {spec.name!r}, "
+       f"--eval_every={config.eval_every}, --val_fraction={config.val_fraction}.")
   recipes = config.view_recipes
   need(len(recipes) == spec.num_views, f"{spec.name} trains on {spec.num_views} view(s), but "
        f"--view_recipes names {len(recipes)}: {','.join(recipes)}.")
