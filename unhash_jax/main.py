@@ -53,7 +53,8 @@ flags.DEFINE_float("final_learning_rate", None, "Last epoch's rate of the log_ep
 flags.DEFINE_integer("warmup_steps", None,
                      "Steps of linear learning-rate warm-up from 0; default: the method's preset (0).")
 flags.DEFINE_float("weight_decay", None, "Coupled L2 weight decay (PyTorch Adam semantics).")
-flags.DEFINE_integer("image_size", None, "Side every view and test image is resized to (the model is built for it); default: the preset's, else the data's.")
+flags.DEFINE_integer("image_size", None, "Side every view and test image is resized to (the model "
+                     "is built for it); default: the preset's, else the data's.")
 flags.DEFINE_list("view_recipes", None,
                   "Augmentation recipe of each view, comma-separated (e.g. cibhash,cibhash); "
                   "default: the method's preset.")
