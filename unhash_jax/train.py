@@ -36,7 +36,6 @@ from unhash_jax.data import augment, builders, loader, protocols
 from unhash_jax.methods import MethodSpec, get_method, resolve_config
 from unhash_jax.methods.contract import (BuildContext, PrepareContext, StepBatch, StepContext,
                                          check_tables)
-from unhash_jax.methods.registry import check_backbone_input
 from unhash_jax.models import IN_BACKBONE
 from unhash_jax.optim import RunPlan, check_schedule, make_plan
 
@@ -517,12 +516,13 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   inputs = _model_inputs(config, source, splits)
-  check_backbone_input(config, inputs.input_shape)
+  # Built before the workdir is touched: a backbone that cannot take the input size is a ConfigError.
+  model = build_model(config, inputs.input_shape, plan)
   # Nothing was written to the workdir so far; from here on it is this run's alone.
   if run_logging.is_writer():
     with workdir_lib.WorkdirLock(workdir):
-      return _train_and_evaluate(config, workdir, inputs, splits, plan)
-  return _train_and_evaluate(config, workdir, inputs, splits, plan)
+      return _train_and_evaluate(config, workdir, inputs, splits, plan, model)
+  return _train_and_evaluate(config, workdir, inputs, splits, plan, model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -568,12 +568,12 @@ def prepare_inputs(config: Config) -> dict[str, Any]:
   return summary
 
 
-def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, plan: RunPlan
-                        ) -> dict[str, Any]:
+def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, plan: RunPlan,
+                        model: nnx.Module) -> dict[str, Any]:
   writer_process = run_logging.is_writer()
   spec = get_method(config.method)
   if spec.fit is not None:
-    return _fit_and_evaluate(config, workdir, inputs, splits, plan)
+    return _fit_and_evaluate(config, workdir, inputs, splits, plan, model)
   source = inputs.source
   mesh = parallel.make_data_mesh()
   manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
@@ -584,7 +584,7 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
   init_backbone = start_step is None or (spec.prepare is not None and bool(config.init_backbone_from)
                                          and os.path.isdir(config.init_backbone_from))
   setup, state = create_train_state(config, inputs.input_shape, mesh, plan=plan,
-                                    init_backbone=init_backbone)
+                                    init_backbone=init_backbone, model=model)
   tables = _prepare_tables(setup, state, source, splits)
   if start_step is not None:
     abstract = jax.tree.map(
@@ -736,15 +736,14 @@ def _finish(config: Config, workdir: str, source, splits, metrics: dict, q_codes
   return results
 
 
-def _fit_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, plan: RunPlan
-                      ) -> dict[str, Any]:
+def _fit_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, plan: RunPlan,
+                      model: nnx.Module) -> dict[str, Any]:
   """A fitted method (``spec.fit``, no training loop) on the frozen features of the splits."""
   spec = get_method(config.method)
   saved = workdir_lib.read_saved_config(workdir)
   if saved is not None:
     workdir_lib.resume_changes(saved, config, what=os.path.join(workdir, workdir_lib.CONFIG_FILE))
   mesh = parallel.make_data_mesh()
-  model = build_model(config, inputs.input_shape, plan)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   state = jax.device_put(TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
                                     opt_state=()), parallel.replicated_sharding(mesh))

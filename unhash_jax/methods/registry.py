@@ -130,30 +130,17 @@ def build_backbone(config: Config, ctx: BuildContext) -> nnx.Module:
   if config.cached_views:
     from unhash_jax.models.cached import CachedFeatures
     return CachedFeatures(ctx.input_shape)
-  backbone = _make_configured_backbone(config, ctx.input_shape, ctx.rngs)
+  try:
+    backbone = make_backbone(config.backbone, ctx.input_shape, rngs=ctx.rngs,
+                             **config.model.get("backbone_kwargs", {}))
+  except ValueError as e:   # an input size or option the architecture cannot take
+    shape = "x".join(str(int(d)) for d in ctx.input_shape)
+    raise ConfigError(f"--backbone={config.backbone} cannot take {shape} inputs (--image_size="
+                      f"{config.image_size}): {e}") from None
   if config.pretrained:
     from unhash_jax.models import load_weights_into
     load_weights_into(backbone, config.backbone, config.pretrained)
   return backbone
-
-
-def check_backbone_input(config: Config, input_shape: Sequence[int]) -> None:
-  """Raises ConfigError when ``config.backbone`` cannot take inputs of ``input_shape`` ``(H, W, C)``
-  (too small for its strides, not a multiple of a ViT's patch, a bad backbone option). An abstract
-  build (``nnx.eval_shape``: no parameter is drawn), so a run can refuse before touching its workdir."""
-  if not config.cached_views:
-    nnx.eval_shape(lambda: _make_configured_backbone(config, input_shape, nnx.Rngs(0)))
-
-
-def _make_configured_backbone(config: Config, input_shape: Sequence[int], rngs: nnx.Rngs
-                              ) -> nnx.Module:
-  try:
-    return make_backbone(config.backbone, input_shape, rngs=rngs,
-                         **config.model.get("backbone_kwargs", {}))
-  except ValueError as e:   # an input size or option the architecture cannot take
-    shape = "x".join(str(int(d)) for d in input_shape)
-    raise ConfigError(f"--backbone={config.backbone} cannot take {shape} inputs (--image_size="
-                      f"{config.image_size}): {e}") from None
 
 
 REGISTRY: dict[str, MethodSpec] = {}
