@@ -87,6 +87,40 @@ def test_select_on_val_evaluates_the_best_validation_state(tmp_path):
   assert not np.array_equal(selected_codes, last_codes)
 
 
+def test_select_on_val_and_training_time_survive_a_resume(tmp_path, crash_at_step):
+  """The best validation state and the training clock belong to the run, not to one process: a run
+  killed after its validation peak, or a finished run run again (which resumes at its last step
+  and trains nothing), must report the codes and best mAP of the uninterrupted run. Before, the
+  resumed process forgot the peak and evaluated the last state, and reported train_seconds ≈ 0."""
+  cfg = _tiny_config(tmp_path, steps=6, eval_every=1, checkpoint_every=5, learning_rate=0.3,
+                     select_on_val=True)
+
+  def codes(name):
+    return np.load(str(tmp_path / name / "codes.npz"))["database_codes"]
+
+  full = train.train_and_evaluate(cfg, str(tmp_path / "full"))
+  full_codes = codes("full")
+  rows = [json.loads(l) for l in open(tmp_path / "full" / "metrics.jsonl")]
+  curve = {r["step"]: r["val/map"] for r in rows if "val/map" in r}
+  assert max(curve, key=lambda step: (curve[step], -step)) < 5, curve   # peak before the kill
+  assert full["best_val_map"] == pytest.approx(max(curve.values())) and full["train_seconds"] > 0
+  again = train.train_and_evaluate(cfg, str(tmp_path / "full"))
+  np.testing.assert_array_equal(codes("full"), full_codes)
+  assert again["best_val_map"] == full["best_val_map"]
+  assert again["map"] == full["map"]
+  assert again["train_seconds"] == full["train_seconds"]
+
+  crash_at_step(5)                       # killed after the step-5 checkpoint
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(cfg, str(tmp_path / "interrupted"))
+  crash_at_step(None)
+  resumed = train.train_and_evaluate(cfg, str(tmp_path / "interrupted"))
+  np.testing.assert_array_equal(codes("interrupted"), full_codes)
+  assert resumed["best_val_map"] == full["best_val_map"]
+  assert resumed["map"] == full["map"]
+  assert resumed["train_seconds"] > 0
+
+
 def test_val_topk_sets_the_validation_k(tmp_path):
   """digits validates mAP@all; ``val_topk`` = the validation database's size must give the same
   value, and ``val_topk=1`` is precision@1, a multiple of 1 / (validation queries)."""

@@ -42,23 +42,47 @@ def checkpoint_dir(workdir: str) -> str:
 def make_manager(workdir: str, *, keep: int = 2, best_metric: str = "val_map"
                  ) -> ocp.CheckpointManager:
   """A ``CheckpointManager`` under ``workdir/checkpoints`` (saves only when :func:`save` says)."""
+  metric = lambda m: m[best_metric]  # noqa: E731
   options = ocp.CheckpointManagerOptions(
       preservation_policy=cm.AnyPreservationPolicy([
           cm.LatestN(n=max(int(keep), 1)),
-          cm.BestN(get_metric_fn=lambda m: m[best_metric], n=1,
-                   keep_checkpoints_without_metrics=False),
+          cm.BestN(get_metric_fn=metric, n=1, keep_checkpoints_without_metrics=False),
       ]),
+      # Orbax writes a step's metrics to disk only when best_fn is set; without them a resumed
+      # run's manager sees no metrics and deletes the best checkpoint at its next save.
+      best_fn=metric,
       create=True,
   )
+  _quiet_metricless_saves()
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
+class _MetriclessSaveFilter(std_logging.Filter):
+  """Drops orbax's warning for a save without metrics: only a validation improvement carries
+  them (see train.py), by design."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return "did not provide metrics" not in str(record.msg)
+
+
+def _quiet_metricless_saves() -> None:
+  absl_logger = std_logging.getLogger("absl")
+  if not any(isinstance(f, _MetriclessSaveFilter) for f in absl_logger.filters):
+    absl_logger.addFilter(_MetriclessSaveFilter())
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, *, identity: Mapping[str, Any],
-         metrics: Mapping[str, float] | None = None) -> None:
-  """Saves ``state`` at ``step`` (asynchronously; call :func:`wait` before reading it back)."""
-  manager.save(int(step),
-               args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                       identity=ocp.args.JsonSave(dict(identity))),
+         metrics: Mapping[str, float] | None = None,
+         progress: Mapping[str, Any] | None = None) -> None:
+  """Saves ``state`` at ``step`` (asynchronously; call :func:`wait` before reading it back).
+
+  ``progress``: a small JSON record of the run so far that a resumed run continues from (the
+  training time and the best validation result up to ``step``; :func:`read_progress`).
+  """
+  items = {"state": ocp.args.StandardSave(state), "identity": ocp.args.JsonSave(dict(identity))}
+  if progress is not None:
+    items["progress"] = ocp.args.JsonSave(dict(progress))
+  manager.save(int(step), args=ocp.args.Composite(**items),
                metrics=dict(metrics) if metrics else None, force=True)
 
 
@@ -137,6 +161,19 @@ def read_identity(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
     return dict(restored["identity"])
   except Exception as e:  # orbax raises many types for missing/corrupt files
     raise _unreadable(manager, step, "the run record", e) from None
+
+
+def read_progress(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """The ``progress`` record saved with ``step`` by :func:`save`; ``{}`` for a checkpoint written
+  without one (before the record existed)."""
+  if not os.path.isdir(os.path.join(str(manager.directory), str(int(step)), "progress")):
+    return {}
+  _quiet_abandoned_reads()
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+    return dict(restored["progress"])
+  except Exception as e:
+    raise _unreadable(manager, step, "the run's progress record", e) from None
 
 
 def check_identity(manager: ocp.CheckpointManager, step: int, identity: Mapping[str, Any]) -> None:

@@ -383,10 +383,24 @@ class _BestValidation:
   step: int = -1
   state: Any = None   # host copy of the best state, kept only with select_on_val
 
-  def offer(self, val_map: float, step: int, state, *, keep_state: bool) -> None:
+  def offer(self, val_map: float, step: int, state, *, keep_state: bool) -> bool:
+    """Records ``state`` if ``val_map`` is the best so far; returns whether it was."""
     if val_map > self.val_map:
       self.val_map, self.step = val_map, step
       self.state = jax.device_get(state) if keep_state else None
+      return True
+    return False
+
+
+def _abstract(state):
+  """Shapes, dtypes and shardings of ``state``: what a checkpoint is restored into."""
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
+
+
+def _progress_record(train_seconds: float, best: _BestValidation) -> dict[str, float | int]:
+  """What a checkpoint records of the run so far (:func:`checkpointing.read_progress`)."""
+  return {"train_seconds": float(train_seconds), "best_val_map": float(best.val_map),
+          "best_step": int(best.step)}
 
 
 def _pixels_fn(source: builders.Source) -> Callable[[np.ndarray], np.ndarray]:
@@ -587,9 +601,7 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
                                     init_backbone=init_backbone, model=model)
   tables = _prepare_tables(setup, state, source, splits)
   if start_step is not None:
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
-    state = checkpointing.restore(manager, start_step, abstract)
+    state = checkpointing.restore(manager, start_step, _abstract(state))
     logging.info("Resuming from the checkpoint at step %d in %s", start_step, workdir)
   else:
     start_step = 0
@@ -630,7 +642,12 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
         f"checkpoint is {'step %d' % last if last is not None else 'none'} in "
         f"{checkpointing.checkpoint_dir(workdir)} (kept). Try a lower --learning_rate.")
 
-  best = _BestValidation()
+  # A resumed run continues the training clock and the best validation result of the run so far
+  # (the best state itself is a kept checkpoint: with select_on_val every improvement is saved).
+  progress_so_far = checkpointing.read_progress(manager, start_step) if start_step else {}
+  seconds_before = float(progress_so_far.get("train_seconds", 0.0))
+  best = _BestValidation(val_map=float(progress_so_far.get("best_val_map", -1.0)),
+                         step=int(progress_so_far.get("best_step", -1)))
   pending = _PendingMetrics(non_finite)
   progress = run_logging.Progress(first_step=start_step, total_steps=total_steps,
                                   batch_size=config.batch_size)
@@ -640,6 +657,7 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
   if start_step < total_steps:
     logging.info("Compiling the train step (first step is slower)...")
   t0 = time.perf_counter()
+  train_seconds = seconds_before
   done = start_step
   stop = _StopOnInterrupt()
   try:
@@ -675,10 +693,16 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
         writer.write(done, {"val/map": val_map})
         logging.info("step %d: validation mAP@%s = %.4f (best %.4f)", done, val_topk or "all",
                      val_map, max(val_map, best.val_map))
-        ckpt_metrics = {"val_map": val_map}
-        best.offer(val_map, done, state, keep_state=config.select_on_val)
+        improved = best.offer(val_map, done, state, keep_state=config.select_on_val)
+        # Only improvements carry the metric, so the checkpoint the manager keeps as the best is
+        # the step in `best`; with select_on_val every improvement is saved, so that the best
+        # state outlives an interruption or a re-run of the finished run.
+        ckpt_metrics = {"val_map": val_map} if improved else None
+        ckpt_now = ckpt_now or (config.select_on_val and improved)
       if ckpt_now:
-        checkpointing.save(manager, done, state, identity=identity, metrics=ckpt_metrics)
+        train_seconds = seconds_before + time.perf_counter() - t0
+        checkpointing.save(manager, done, state, identity=identity, metrics=ckpt_metrics,
+                           progress=_progress_record(train_seconds, best))
   except KeyboardInterrupt:
     checkpointing.wait(manager)
     last = checkpointing.latest_step(manager)
@@ -693,12 +717,16 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
     batches.close()
     checkpointing.wait(manager)
     progress.close()
-  train_seconds = time.perf_counter() - t0
+  # train_seconds: the run's training time (every process that trained it) up to the final
+  # checkpoint, which the last step always writes; a finished run run again adds nothing.
 
-  if config.select_on_val and best.state is not None:
+  if config.select_on_val and best.step >= 0:
     logging.info("Evaluating the best validation state (step %d, val mAP %.4f)", best.step,
                  best.val_map)
-    state = jax.device_put(best.state, parallel.replicated_sharding(mesh))
+    if best.state is not None:
+      state = jax.device_put(best.state, parallel.replicated_sharding(mesh))
+    elif best.step != total_steps:   # found before a resume: read back its kept checkpoint
+      state = checkpointing.restore(manager, best.step, _abstract(state))
 
   metrics, q_codes, db_codes = evaluate_split(setup, encode_fn, state, source, splits.query,
                                               splits.database, splits.topk, spec.evaluators)
