@@ -30,6 +30,18 @@ def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
     pass
 
 
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_workdir_that_is_a_file_is_a_usage_error_and_the_file_is_kept(tmp_path, inside):
+  """Before, a file given as --workdir ended in os.makedirs' FileExistsError traceback."""
+  a_file = tmp_path / "results.txt"
+  a_file.write_text("a user's file")
+  path = a_file / "run" if inside else a_file
+  with pytest.raises(workdir.ConfigError, match="a file, not a directory") as e:
+    workdir.WorkdirLock(str(path)).acquire()
+  assert str(a_file) in str(e.value)
+  assert a_file.read_text() == "a user's file"
+
+
 def _resolved(**kw):
   return resolve_config(Config(**kw))
 

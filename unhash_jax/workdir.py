@@ -55,6 +55,7 @@ class WorkdirLock:
 
   def acquire(self) -> "WorkdirLock":
     import fcntl  # POSIX only
+    _check_can_be_a_directory(self.workdir)
     os.makedirs(self.workdir, exist_ok=True)
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -89,6 +90,17 @@ class WorkdirLock:
 
   def __exit__(self, *exc) -> None:
     self.release()
+
+
+def _check_can_be_a_directory(path: str) -> None:
+  """A workdir that is a file, or lies under one, is a usage error (not a traceback)."""
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    where = "is" if existing == path else f"lies under {existing}, which is"
+    raise ConfigError(f"--workdir={path} {where} a file, not a directory; pass a directory (new or "
+                      f"one of an earlier run). Nothing was written.")
 
 
 def _read_holder(fd: int) -> str:
