@@ -64,6 +64,15 @@ def test_unknown_dataset_lists_choices(tmp_path):
     assert name in str(e.value)
 
 
+def test_a_data_dir_that_is_a_file_is_named(tmp_path):
+  """Before, tfds failed deep inside with "[Errno 20] Not a directory: '<file>/downloads'"."""
+  a_file = tmp_path / "data"
+  a_file.write_text("not a directory")
+  with pytest.raises(builders.DataError, match="is a file, not a directory") as e:
+    builders.load_source("digits", data_dir=str(a_file))
+  assert str(a_file) in str(e.value) and a_file.read_text() == "not a directory"
+
+
 def test_data_dir_from_environment(tmp_path, monkeypatch):
   monkeypatch.setenv(builders.DATA_DIR_ENV, str(tmp_path / "env"))
   assert builders.default_data_dir() == str(tmp_path / "env")

@@ -142,6 +142,9 @@ def load_source(dataset: str, *, data_dir: str | None = None, archive: str | Non
   if dataset not in DATASETS:
     raise ValueError(f"Unknown dataset {dataset!r}; valid choices: {', '.join(DATASETS)}.")
   data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
+  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise DataError(f"the data directory {data_dir} (--data_dir, or ${DATA_DIR_ENV}) is a file, "
+                    f"not a directory; pass a directory for the built data sets and caches.")
   t0 = time.perf_counter()
   if dataset == "digits":
     if archive is not None:
