@@ -176,6 +176,8 @@ def test_not_a_checkpoint_missing_and_not_a_state_dict(tmp_path):
     read_state_dict(tmp_path / "notes.txt")
   with pytest.raises(PretrainedWeightsError, match="no such weights file"):
     read_state_dict(tmp_path / "absent.pth")
+  with pytest.raises(PretrainedWeightsError, match="is a directory; pass the weights file itself"):
+    read_state_dict(tmp_path)
   _zip_with_pickle(tmp_path / "dict.pth", pickle.dumps({"epoch": 3, "lr": 0.1}, protocol=2))
   with pytest.raises(PretrainedWeightsError, match=r"holds a dict with keys \['epoch', 'lr'\], not a state dict"):
     read_state_dict(tmp_path / "dict.pth")

@@ -492,6 +492,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
       a state dict does not need (named in the message; never executed).
   """
   path = os.fspath(path)
+  if os.path.isdir(path):
+    raise PretrainedWeightsError(f"{path} is a directory; pass the weights file itself (a "
+                                 f"torchvision .pth, a timm checkpoint or a .safetensors file).")
   if not os.path.isfile(path):
     raise PretrainedWeightsError(f"{path}: no such weights file.")
   kind = _kind(path)
