@@ -121,6 +121,23 @@ def test_select_on_val_and_training_time_survive_a_resume(tmp_path, crash_at_ste
   assert resumed["train_seconds"] > 0
 
 
+def test_select_on_val_turned_on_at_a_resume_falls_back_to_the_last_state(tmp_path, crash_at_step,
+                                                                          caplog):
+  """Without --select_on_val a peak between checkpoints is not saved; turning the flag on at a
+  resume (allowed) must then say so and evaluate the last state, not fail on the missing step."""
+  cfg = _tiny_config(tmp_path, steps=6, eval_every=1, checkpoint_every=5, learning_rate=0.3)
+  train.train_and_evaluate(cfg, str(tmp_path / "last"))
+  crash_at_step(5)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(cfg, str(tmp_path / "run"))
+  crash_at_step(None)
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(cfg.replace(select_on_val=True), str(tmp_path / "run"))
+  assert "was not checkpointed" in caplog.text
+  last, run = (np.load(str(tmp_path / d / "codes.npz"))["database_codes"] for d in ("last", "run"))
+  np.testing.assert_array_equal(run, last)
+
+
 def test_val_topk_sets_the_validation_k(tmp_path):
   """digits validates mAP@all; ``val_topk`` = the validation database's size must give the same
   value, and ``val_topk=1`` is precision@1, a multiple of 1 / (validation queries)."""

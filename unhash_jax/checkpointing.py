@@ -94,6 +94,10 @@ def latest_step(manager: ocp.CheckpointManager) -> int | None:
   return manager.latest_step()
 
 
+def all_steps(manager: ocp.CheckpointManager) -> list[int]:
+  return list(manager.all_steps())
+
+
 def _summary(e: BaseException) -> str:
   """One line of an orbax/TensorStore exception: its first line, without the TensorStore spec dump
   (hundreds of lines) that follows "See full TensorStore details"."""

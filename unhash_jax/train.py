@@ -726,7 +726,12 @@ def _train_and_evaluate(config: Config, workdir: str, inputs: _Inputs, splits, p
     if best.state is not None:
       state = jax.device_put(best.state, parallel.replicated_sharding(mesh))
     elif best.step != total_steps:   # found before a resume: read back its kept checkpoint
-      state = checkpointing.restore(manager, best.step, _abstract(state))
+      if best.step in checkpointing.all_steps(manager):
+        state = checkpointing.restore(manager, best.step, _abstract(state))
+      else:
+        logging.warning("The best validation state (step %d) was not checkpointed: that part of "
+                        "the run ran without --select_on_val. Evaluating the last state instead.",
+                        best.step)
 
   metrics, q_codes, db_codes = evaluate_split(setup, encode_fn, state, source, splits.query,
                                               splits.database, splits.topk, spec.evaluators)
