@@ -172,6 +172,9 @@ def table(args) -> None:
   def ident(r):
     return r["method"], r["bits"], r["backbone"], r["image_size"]
 
+  if not rows:
+    print(f"cifar10_frozen.py table: no finished runs under {args.runs} (nor a kNN file); "
+          f"{os.path.relpath(RESULTS, ROOT)} keeps its rows.", file=sys.stderr)
   new = {ident(r) for r in rows}
   previous = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {"rows": []}
   order = {m: i for i, m in enumerate((*DEEP, *CLASSICAL, "cosine_knn", "cosine_knn_centered"))}
