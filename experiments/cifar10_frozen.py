@@ -145,7 +145,8 @@ def _knn_path(args) -> str:
 
 
 def table(args) -> None:
-  """Writes the rows of the finished workdirs (and the kNN file) into the results JSON. A row
+  """Writes the rows of the finished workdirs (and the kNN file) into the results JSON
+  (``--out``; the main table by default, another file for, e.g., another machine's runs). A row
   already there for the same method, length, backbone and image size that was not re-run here is
   kept as it was (each row records its command and the date it was measured)."""
   today = time.strftime("%Y-%m-%d", time.gmtime())
@@ -174,14 +175,15 @@ def table(args) -> None:
 
   if not rows:
     print(f"cifar10_frozen.py table: no finished runs under {args.runs} (nor a kNN file); "
-          f"{os.path.relpath(RESULTS, ROOT)} keeps its rows.", file=sys.stderr)
+          f"{args.out} keeps its rows.", file=sys.stderr)
   new = {ident(r) for r in rows}
-  previous = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {"rows": []}
+  previous = json.load(open(args.out)) if os.path.exists(args.out) else {"rows": []}
   order = {m: i for i, m in enumerate((*DEEP, *CLASSICAL, "cosine_knn", "cosine_knn_centered"))}
   merged = sorted([r for r in previous["rows"] if ident(r) not in new] + rows,
                   key=lambda r: (r["backbone"], r["image_size"], order.get(r["method"], 99),
                                  r["bits"] or 0))
-  with open(RESULTS, "w") as f:
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
     json.dump({"rows": merged}, f, indent=2)
   for r in merged:
     print(f"| {r['method']} | {r['bits']} | {r['map']:.4f} | {r['backbone']} {r['image_size']} |")
@@ -203,6 +205,7 @@ def main():
   parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
   add_data_flags(parser)
   parser.add_argument("--runs", default="runs/cifar10_frozen")
+  parser.add_argument("--out", default=RESULTS, help="the JSON that `table` writes")
   parser.add_argument("--extra", default="", help='more flags for every run, one string: '
                       '--extra="--eval_every=1000 --epochs=20"')
   args = parser.parse_args()
