@@ -106,6 +106,19 @@ SWEEP = {
         # linear head on the same views 0.5139). The head class, not the contrastive loss, is what
         # separates CIBHash from NSH on these features.
         ({"model": {"hidden": 0}}, {"val83": [0.5042]}),
+        # 2026-12-05, twelfth session, on the AVX2-only machine's cache (compare only within the
+        # "_zen3" rows; NSH's block says why), 32 bits, seed 0, to see what WCH's gap to CIBHash is
+        # made of: the preset 0.5639; 30 epochs 0.5377, 10 epochs 0.5045 (WCH at 10 / 30 epochs:
+        # 0.47 / 0.48, below); no feature dropout (L2 kept) 0.5348, at 30 epochs 0.5259; two augmented
+        # views (80-100 % crops, as WCH's) instead of one and the clean image 0.5500. Neither the
+        # length, the dropout nor the views accounts for WCH's 8 points.
+        ({}, {"val83_zen3": [0.5639]}),
+        ({"epochs": 30}, {"val83_zen3": [0.5377]}),
+        ({"epochs": 10}, {"val83_zen3": [0.5045]}),
+        ({"model": {"feature_dropout": 0.0, "feature_norm": "l2"}}, {"val83_zen3": [0.5348]}),
+        ({"model": {"feature_dropout": 0.0, "feature_norm": "l2"}, "epochs": 30},
+         {"val83_zen3": [0.5259]}),
+        ({"view_recipes": ("cibhash_crop08", "cibhash_crop08")}, {"val83_zen3": [0.5500]}),
     ],
     "nsh": [
         ({}, {"val": 0.274}),   # defaults: Adam 1e-5, wd 1e-5, batch 50, λ_q 1, τ_sort 1/K
@@ -243,6 +256,10 @@ SWEEP = {
         # end (0.5153 at epoch 140), 64 bits 0.5498 (+0.75; still rising by 0.4 points per 20 epochs).
         # Mixed and within a seed's spread: not adopted.
         ({"eval_every": 1560, "epochs": 150}, {"val83_zen3": [0.5102], "val83_64_zen3": [0.5498]}),
+        # 2026-12-05, twelfth session: the signed square root of the pooled feature before both heads
+        # (the power normalisation that lifts cosine kNN on these features, DDH's rows; a prototype
+        # `feature_norm="ssqrt"`, removed): 32 bits 0.4610 (-5.1), training bit balance 0.33.
+        ({"model": {"feature_norm": "ssqrt"}}, {"val83_zen3": [0.4610]}),
     ],
     "ddh": [
         # fc8 on the frozen feature, pseudo labels from the same feature, Adam, 60 epochs of 100.
@@ -309,6 +326,25 @@ SWEEP = {
         # rate; the last state sits 0.0 / 1.7 / 0.4 points below the best, the size of that noise.
         ({"eval_every": 600}, {"val83_16_zen3": [0.4396], "val83_zen3": [0.4541],
                                "val83_64_zen3": [0.4970]}),
+        # 2026-12-05, twelfth session (same cache): better labels do not reach the codes. The
+        # spectral codes of S (in sample, mAP@83 at 16 / 32 / 64 bits; ddh_label_bound.py's first
+        # estimate, a scan script not kept) from the raw features with K1 / K2 20 / 45 (the preset):
+        # 0.4777 / 0.5079 / 0.5152 (label precision 0.31: the share of S's positives in one class);
+        # 10 / 20 0.4793 / 0.5164 / 0.5243; 5 / 10 0.4691 / 0.4986 / 0.5006; 40 / 90 0.4616 / 0.4685 /
+        # 0.4590. From the signed square root of the features minus its training mean (the power
+        # normalisation of pooled CNN features; cosine kNN: test 0.5267 vs 0.5028 raw, 0.5230
+        # centred): 20 / 45 0.4898 / 0.5171 / 0.5185, 10 / 20 0.5119 / 0.5274 / 0.5363, 20 / 20
+        # 0.5041 / 0.5271 / 0.5395 (+2.4 at 64 bits over the preset's labels). DDH trained on those
+        # labels (a prototype `pseudo_label_features="backbone_sqrt_centered"`, removed): 32 bits
+        # 10 / 20 0.4464, 20 / 20 0.4622, 20 / 45 0.4720 (preset 0.4541); 64 bits 20 / 20 0.4879,
+        # 20 / 45 0.5069 (preset 0.4970). Within the curve's one-point wander; fc8, not the labels,
+        # holds DDH back on frozen features (the linear fit of the spectral codes: ddh_label_bound.py).
+        ({"model": {"pseudo_label_features": "backbone_sqrt_centered"}},
+         {"val83_zen3": [0.4720], "val83_64_zen3": [0.5069]}),
+        ({"model": {"pseudo_label_features": "backbone_sqrt_centered"}, "hparams": {"k1": 20, "k2": 20}},
+         {"val83_zen3": [0.4622], "val83_64_zen3": [0.4879]}),
+        ({"model": {"pseudo_label_features": "backbone_sqrt_centered"}, "hparams": {"k1": 10, "k2": 20}},
+         {"val83_zen3": [0.4464]}),
     ],
     "harr": [
         ({}, {"val": 0.366}),
@@ -503,6 +539,12 @@ SWEEP = {
         # 2026-12-05, tenth session, 10 epochs, seed 0: Adam 3e-3 instead of 1e-3 at 32 bits 0.4406
         # (-2.45 against 0.4651). A 60-epoch learning curve at 16 bits was lost with that machine.
         ({"epochs": 10, "learning_rate": 3e-3}, {"val83": [0.4406]}),
+        # 2026-12-05, twelfth session, on the AVX2-only machine's cache (CIBHash's last rows), 32
+        # bits, seed 0: the preset for 100 epochs (the cosine over 100), validation every 10 epochs:
+        # 0.4706 0.4717 0.4841 0.4737 at epochs 10-40 (stopped there: 0.37 s a step, 48 min for the
+        # run). A plateau from epoch 10 where CIBHash climbs from 0.5045 (10 epochs) to 0.5639 (100):
+        # a longer run is not what WCH lacks.
+        ({"epochs": 100, "eval_every": 780}, {"val83_zen3_curve": [0.4706, 0.4717, 0.4841, 0.4737]}),
     ],
     "fdbh": [
         ({}, {"val": 0.376}),   # the method's defaults (the preset until 2026-12-02)
