@@ -2,26 +2,9 @@
 
 import importlib.util
 import os
-import shutil
-import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-# One persistent XLA compilation cache for the run, shared by the xdist workers and by the CLI,
-# notebook and script subprocesses the tests start (they inherit the environment): many tests
-# compile the same programs in separate processes (a run and its resume, one trainer per method).
-# Measured on 2 cores: tests/methods_registry_test.py -k interrupted, 153 s -> 100 s from an empty
-# cache. A fresh directory per run (removed at the end by the process that made it), so nothing
-# compiled by another JAX or on another CPU is ever read. The size limit is what makes JAX guard each
-# entry's read and write with a file lock (filelock), so a worker never reads another's half-written
-# entry. A JAX_COMPILATION_CACHE_DIR set by the caller is used as it is and kept.
-_JIT_CACHE_MADE_HERE = None
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  _JIT_CACHE_MADE_HERE = tempfile.mkdtemp(prefix="unhash_jax-tests-jit-cache-")
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _JIT_CACHE_MADE_HERE
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -90,8 +73,3 @@ def crash_at_step(monkeypatch):
     monkeypatch.setattr(train.loader, "train_batches", crashing_batches)
 
   return arm
-
-
-def pytest_unconfigure(config):
-  if _JIT_CACHE_MADE_HERE is not None and not hasattr(config, "workerinput"):
-    shutil.rmtree(_JIT_CACHE_MADE_HERE, ignore_errors=True)
