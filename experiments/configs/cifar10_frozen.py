@@ -108,8 +108,8 @@ SWEEP = {
         ({"model": {"hidden": 0}}, {"val83": [0.5042]}),
         # 2026-12-05, twelfth session, on the AVX2-only machine's cache (compare only within the
         # "_zen3" rows; NSH's block says why), 32 bits, seed 0, to see what WCH's gap to CIBHash is
-        # made of: the preset 0.5639; 30 epochs 0.5377, 10 epochs 0.5045 (WCH at 10 / 30 epochs:
-        # 0.47 / 0.48, below); no feature dropout (L2 kept) 0.5348, at 30 epochs 0.5259; two augmented
+        # made of: the preset 0.5639; 30 epochs 0.5377, 10 epochs 0.5045 (WCH's 100-epoch run at
+        # its epochs 10 / 30: 0.4706 / 0.4841, below); no feature dropout (L2 kept) 0.5348, at 30 epochs 0.5259; two augmented
         # views (80-100 % crops, as WCH's) instead of one and the clean image 0.5500. Neither the
         # length, the dropout nor the views accounts for WCH's 8 points.
         ({}, {"val83_zen3": [0.5639]}),
