@@ -59,12 +59,15 @@ def _jitted(**kw):
     (5, 8, 7, 4, {"normalize_weights": True}),
     (5, 8, 7, 4, {"detach_weights": True, "chunk": 2}),
     (7, 8, 3, 4, {"chunk": 3}),
+    (4, 8, 5, 6, {"regularizer_weight": 0.25}),
+    (4, 8, 5, 6, {"regularizer_weight": 0.0}),
 ])
 def test_value_matches_float64_reference(n, k, p, d, kw):
   t1, t2, x1, x2 = _problem(n * k + p + d, n, k, p, d)
   expect, e_wc, e_reg = _np_wch(t1, t2, x1, x2, tau=kw.get("temperature", 0.3),
                                 tw=kw.get("weight_temperature", 0.2),
                                 normalize=kw.get("normalize_weights", False))
+  expect = e_wc + kw.get("regularizer_weight", 1.0) * e_reg
   got, aux = _jitted(**kw)(*(jnp.asarray(a, jnp.float32) for a in (t1, t2, x1, x2)))
   assert got.dtype == jnp.float32 and got.shape == ()
   np.testing.assert_allclose(float(got), expect, rtol=2e-5, atol=2e-6)
@@ -198,3 +201,12 @@ def test_bad_inputs_raise_naming_the_argument():
     wch_loss(t, t, x, x, weight_temperature=0.0)
   with pytest.raises(ValueError, match="temperature must be > 0"):
     wch_loss(t, t, x, x, temperature=-1.0)
+  with pytest.raises(ValueError, match="regularizer_weight must be >= 0"):
+    wch_loss(t, t, x, x, regularizer_weight=-0.5)
+
+
+def test_wch_loss_passes_regularizer_weight_through():
+  t1, t2, x1, x2 = (jnp.asarray(a, jnp.float32) for a in _problem(5))
+  _, e_wc, e_reg = _np_wch(t1, t2, x1, x2)
+  np.testing.assert_allclose(float(wch_loss(t1, t2, x1, x2, regularizer_weight=0.5)),
+                             e_wc + 0.5 * e_reg, rtol=2e-5, atol=2e-6)

@@ -38,12 +38,12 @@ def wch_weights(similarity: jax.Array, *, weight_temperature=0.2, detach: bool =
 
 def wch_loss_with_aux(t1: jax.Array, t2: jax.Array, x1: jax.Array, x2: jax.Array, *,
                       temperature=0.3, weight_temperature=0.2, detach_weights: bool = False,
-                      normalize_weights: bool = False, chunk: int | None = None
-                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+                      normalize_weights: bool = False, regularizer_weight=1.0,
+                      chunk: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """:func:`wch_loss` plus its terms (float32 scalars).
 
-  Aux keys: ``"weighted_contrastive"`` (``L_wc``) and ``"regularizer"`` (``R``); the loss is their
-  sum.
+  Aux keys: ``"weighted_contrastive"`` (``L_wc``) and ``"regularizer"`` (``R``, unweighted); the
+  loss is ``L_wc + regularizer_weight·R``.
   """
   t1 = _common.floating_input(_FN, "t1", t1)
   t2 = _common.floating_input(_FN, "t2", t2)
@@ -58,6 +58,7 @@ def wch_loss_with_aux(t1: jax.Array, t2: jax.Array, x1: jax.Array, x2: jax.Array
                      f"bits] and tokens [batch, patches, dim] must share the batch.")
   _common.check_number(_FN, "temperature", temperature, positive=True)
   _common.check_number(_FN, "weight_temperature", weight_temperature, positive=True)
+  _common.check_number(_FN, "regularizer_weight", regularizer_weight, nonnegative=True)
   k = t1.shape[1]
   h1 = t1 + jax.lax.stop_gradient(_common._sign0(t1) - t1)    # straight-through sign
   h2 = t2 + jax.lax.stop_gradient(_common._sign0(t2) - t2)
@@ -67,14 +68,14 @@ def wch_loss_with_aux(t1: jax.Array, t2: jax.Array, x1: jax.Array, x2: jax.Array
   logits = h1 @ h2.T / (k * temperature)                                          # Λ
   contrastive = _common.soft_target_ce(logits, weights)
   regularizer = _common.bit_balance(h1) - jnp.mean(jnp.square(h1))
-  return contrastive + regularizer, {"weighted_contrastive": contrastive,
+  return contrastive + regularizer_weight * regularizer, {"weighted_contrastive": contrastive,
                                      "regularizer": regularizer}
 
 
 def wch_loss(t1: jax.Array, t2: jax.Array, x1: jax.Array, x2: jax.Array, *, temperature=0.3,
              weight_temperature=0.2, detach_weights: bool = False, normalize_weights: bool = False,
-             chunk: int | None = None) -> jax.Array:
-  """WCH objective ``L = L_wc + R`` (docs/methods.md §2.3).
+             regularizer_weight=1.0, chunk: int | None = None) -> jax.Array:
+  """WCH objective ``L = L_wc + λ_R·R`` (docs/methods.md §2.3; the official λ_R is 1).
 
   For a batch of N images under two views, with tanh outputs ``t^v`` and mutually-attended patch
   tokens ``x̃^v`` (:func:`~unhash_jax.ops.mutual_attention`):
@@ -90,7 +91,9 @@ def wch_loss(t1: jax.Array, t2: jax.Array, x1: jax.Array, x2: jax.Array, *, temp
   5. ``L_wc = (1/N) Σ_n Σ_m −W[n, m]·log softmax_m(Λ[n, :])``, soft targets used as given.
   6. ``R = mean_k (mean_n h¹_nk)² − mean_{n,k} (h¹_nk)²`` on view 1 only (bit balance; the second
      part is −1 in the forward pass but pushes ``|t|`` up through the STE).
-  7. ``L = L_wc + R``, no coefficients.
+  7. ``L = L_wc + λ_R·R``; the official objective has no coefficients (``λ_R = 1``). Through the
+     STE the second part of ``R`` keeps pushing ``|t|`` up whatever the codes, so a smaller
+     ``λ_R`` slows the tanh's saturation (a project option, not in the paper).
 
   Non-finite inputs are not checked (values are unknown under ``jit``): an inf or NaN in the codes
   or tokens propagates to a non-finite loss (e.g. an all-inf token row gives NaN cosines), and
@@ -105,6 +108,7 @@ def wch_loss(t1: jax.Array, t2: jax.Array, x1: jax.Array, x2: jax.Array, *, temp
     weight_temperature: ``T_w`` of the weights (0.2).
     detach_weights: stop the gradient of ``W`` (official: no).
     normalize_weights: rescale ``W``'s rows to sum to 1 (official: no).
+    regularizer_weight: ``λ_R >= 0``, the weight of ``R`` (official: 1).
     chunk: rows of view 2 per step of ``Ŝ`` (``None``: a 32 MB slab).
 
   Returns:
@@ -112,7 +116,7 @@ def wch_loss(t1: jax.Array, t2: jax.Array, x1: jax.Array, x2: jax.Array, *, temp
 
   Raises:
     ValueError: on non-floating inputs, wrong ranks, empty axes, mismatched shapes, a batch below
-      2, or non-positive temperatures.
+      2, non-positive temperatures or a negative ``regularizer_weight``.
 
   Examples:
     >>> t = jnp.array([[0.9, 0.8], [-0.7, 0.9]])
@@ -130,4 +134,5 @@ def wch_loss(t1: jax.Array, t2: jax.Array, x1: jax.Array, x2: jax.Array, *, temp
   """
   return wch_loss_with_aux(t1, t2, x1, x2, temperature=temperature,
                            weight_temperature=weight_temperature, detach_weights=detach_weights,
-                           normalize_weights=normalize_weights, chunk=chunk)[0]
+                           normalize_weights=normalize_weights,
+                           regularizer_weight=regularizer_weight, chunk=chunk)[0]

@@ -88,7 +88,8 @@ def compute_loss(model: WCHModel, batch: StepBatch, ctx: StepContext) -> tuple[j
   loss, aux = wch_loss_with_aux(t1, t2, x1, x2, temperature=h["temperature"],
                                 weight_temperature=h["weight_temperature"],
                                 detach_weights=h["detach_weights"],
-                                normalize_weights=h["normalize_weights"])
+                                normalize_weights=h["normalize_weights"],
+                                regularizer_weight=h["regularizer_weight"])
   aux["bit_balance"] = bit_balance(jnp.where(t1 >= 0, 1.0, -1.0))
   # Share of view-1 tanh outputs beyond ±0.99, where the straight-through tanh passes < 2 % of the
   # gradient: near 1, the head has stopped learning.
@@ -114,6 +115,8 @@ WCH = register(MethodSpec(
         hp.positive("attention_temperature", 1.0, "T of the mutual attention"),
         hp.flag("detach_weights", False, "stop the gradient through the weights W"),
         hp.flag("normalize_weights", False, "renormalise each row of W to sum to 1"),
+        hp.non_negative("regularizer_weight", 1.0, "λ_R, weight of the bit-balance/quantization "
+                        "regulariser R (official 1)"),
     ),
     defaults={"backbone": "small_cnn", "batch_size": 32, "learning_rate": 1e-5,
               "lr_schedule": "cosine_epoch", "epochs": 50, "view_recipes": ("wch", "wch"),
