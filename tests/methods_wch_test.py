@@ -86,3 +86,16 @@ def test_tanh_saturation_metric_counts_view_one_outputs_beyond_0_99():
   want = (np.abs(np.tanh(_np_logits(model, x1))) > 0.99).mean()
   assert 0 < want < 1
   np.testing.assert_allclose(float(aux["tanh_saturation"]), want)
+
+
+def test_feature_dropout_acts_in_training_only_and_follows_the_key():
+  model = _model(feature_dropout=0.5)
+  tokens = jnp.asarray(np.random.default_rng(3).normal(size=(4, 2, 64)), jnp.float32)
+  a = model.logits(tokens, train=True, key=jax.random.key(0))
+  b = model.logits(tokens, train=True, key=jax.random.key(0))
+  c = model.logits(tokens, train=True, key=jax.random.key(1))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  np.testing.assert_allclose(model.logits(tokens), _np_logits(model, tokens), rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="feature_dropout must lie in"):
+    _model(feature_dropout=1.0)

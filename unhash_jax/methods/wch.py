@@ -5,9 +5,10 @@ RosieYuu/WCH, whose released objective this reproduces.
 
 * Model: the backbone's patch tokens ``X [B, P, D]`` (ViT-B/16 without CLS in the paper; any
   backbone's spatial tokens here) → in training, the parameter-free mutual attention between the two
-  views of each image → ``LayerNorm(D, eps 1e-6)`` of the mean token → ``Linear(D → 1024) → ReLU →
-  Linear(1024 → K) → tanh`` (Kaiming-uniform weights on fan-out, N(0, 1) biases, as the official
-  code) → straight-through sign in the loss.
+  views of each image → ``LayerNorm(D, eps 1e-6)`` of the mean token → (model option
+  ``feature_dropout``, training only; 0 in the paper) → ``Linear(D → 1024) → ReLU → Linear(1024 →
+  K) → tanh`` (Kaiming-uniform weights on fan-out, N(0, 1) biases, as the official code; model option
+  ``head_init="fan_in"``: Flax's defaults) → straight-through sign in the loss.
 * Test codes: no mutual attention, ``sign₀`` of the head on ``LN(mean_p X)``; :func:`encode` returns
   the pre-tanh logits (same signs).
 * Loss (``losses.wch_loss``): soft-target CE of the code logits against the patch-level max-mean
@@ -32,6 +33,7 @@ from unhash_jax.methods import hparams as hp
 from unhash_jax.methods.contract import BuildContext, StepBatch, StepContext
 from unhash_jax.methods.registry import MethodSpec, build_backbone, common_preset, register
 from unhash_jax.models import backbone_features
+from unhash_jax.models.feature_input import FeatureInput
 
 # The official init: Kaiming-uniform on fan-out with gain √2 for the weights, N(0, 1) for the biases.
 _KERNEL_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "uniform")
@@ -50,7 +52,8 @@ class WCHModel(nnx.Module):
   """Backbone tokens → (mutual attention in training) → LN(mean token) → hash head → tanh."""
 
   def __init__(self, backbone: nnx.Module, bits: int, *, hidden: int = 1024,
-               head_init: str = "official", frozen_backbone: bool = False, rngs: nnx.Rngs):
+               head_init: str = "official", feature_dropout: float = 0.0,
+               frozen_backbone: bool = False, rngs: nnx.Rngs):
     if head_init not in HEAD_INITS:
       raise ValueError(f"WCH: model option head_init must be one of {sorted(HEAD_INITS)}, "
                        f"got {head_init!r}")
@@ -58,6 +61,7 @@ class WCHModel(nnx.Module):
     dim = int(getattr(backbone, "token_dim", backbone.feature_dim))
     self.backbone = backbone
     self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+    self.feature_input = FeatureInput(dim, dropout_rate=feature_dropout)
     self.fc1 = nnx.Linear(dim, hidden, **init, rngs=rngs)
     self.fc2 = nnx.Linear(hidden, bits, **init, rngs=rngs)
     self.frozen_backbone = frozen_backbone
@@ -66,15 +70,19 @@ class WCHModel(nnx.Module):
     """Patch tokens ``[B, P, D]``."""
     return backbone_features(self.backbone, x, train=train, frozen=self.frozen_backbone).tokens
 
-  def logits(self, tokens: jax.Array) -> jax.Array:
-    """Pre-tanh hash logits ``[B, K]`` of ``LN(mean_p tokens)``."""
-    return self.fc2(jax.nn.relu(self.fc1(self.norm(tokens.mean(axis=1)))))
+  def logits(self, tokens: jax.Array, *, train: bool = False, key: jax.Array | None = None
+             ) -> jax.Array:
+    """Pre-tanh hash logits ``[B, K]`` of ``LN(mean_p tokens)`` (in training, with the model option
+    ``feature_dropout`` on the normalised feature, drawn from ``key``)."""
+    h = self.feature_input(self.norm(tokens.mean(axis=1)), train=train, key=key)
+    return self.fc2(jax.nn.relu(self.fc1(h)))
 
 
 def make_model(config: Config, ctx: BuildContext) -> WCHModel:
   opts = config.model
   return WCHModel(build_backbone(config, ctx), config.bits, hidden=opts.get("hidden", 1024),
                   head_init=opts.get("head_init", "official"),
+                  feature_dropout=opts.get("feature_dropout", 0.0),
                   frozen_backbone=opts.get("frozen_backbone", False), rngs=ctx.rngs)
 
 
@@ -84,7 +92,9 @@ def compute_loss(model: WCHModel, batch: StepBatch, ctx: StepContext) -> tuple[j
   x1, x2 = patch_similarity.mutual_attention(model.tokens(view1, train=True),
                                              model.tokens(view2, train=True),
                                              temperature=h["attention_temperature"])
-  t1, t2 = jnp.tanh(model.logits(x1)), jnp.tanh(model.logits(x2))
+  k1, k2 = jax.random.split(ctx.key)
+  t1 = jnp.tanh(model.logits(x1, train=True, key=k1))
+  t2 = jnp.tanh(model.logits(x2, train=True, key=k2))
   loss, aux = wch_loss_with_aux(t1, t2, x1, x2, temperature=h["temperature"],
                                 weight_temperature=h["weight_temperature"],
                                 detach_weights=h["detach_weights"],
