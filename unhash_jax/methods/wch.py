@@ -102,7 +102,7 @@ def compute_loss(model: WCHModel, batch: StepBatch, ctx: StepContext) -> tuple[j
                                 regularizer_weight=h["regularizer_weight"])
   aux["bit_balance"] = bit_balance(jnp.where(t1 >= 0, 1.0, -1.0))
   # Share of view-1 tanh outputs beyond ±0.99, where the straight-through tanh passes < 2 % of the
-  # gradient: near 1, the head has stopped learning.
+  # gradient (the official init and R reach 0.98 on frozen MobileNetV2 tokens, where WCH plateaus).
   aux["tanh_saturation"] = jnp.mean(jnp.abs(t1) > 0.99)
   return loss, aux
 
