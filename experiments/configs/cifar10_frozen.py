@@ -17,7 +17,9 @@ with the same key and ITQ re-run identical) score validation mAP@83 (``"val_topk
 validation database holds 4,500 images against the test's 54,000, and k 83 covers the share of it
 that mAP@1000 covers of the test database. Each such value is listed for seeds 0 / 1 / 2
 (``"seed": s, "cache_seed": 0``). Rows that name a value of ``model.feature_norm`` or ``model.feature_dropout`` for DDH or WCH,
-or ``feature_norm="standardize_l2"``, ran prototypes that were removed again after these runs.
+or ``feature_norm="standardize_l2"``, ran prototypes that were removed again after these runs
+(WCH's ``feature_dropout``, after its LayerNorm, and ``head_init`` are model options again since
+2026-12-05; the prototype's ``head_init="flax"`` is today's ``"fan_in"``).
 """
 
 SWEEP = {
