@@ -77,7 +77,7 @@ def test_tanh_saturation_metric_counts_view_one_outputs_beyond_0_99():
   model = _model(dim=16, bits=8, hidden=32)
   rng = np.random.default_rng(2)
   v1, v2 = (jnp.asarray(rng.normal(size=(6, 16)), jnp.float32) for _ in range(2))
-  hparams = {h.name: h.default for h in wch.WCH.hparams}
+  hparams = wch.WCH.hparam_defaults
   ctx = StepContext(key=jax.random.key(0), step=jnp.int32(0), total_steps=jnp.int32(1),
                     steps_per_epoch=1, num_train=6, hparams=hparams)
   _, aux = wch.compute_loss(model, StepBatch((v1, v2), jnp.arange(6), {}), ctx)

@@ -1,5 +1,6 @@
 """What a hash head does to the pooled backbone feature before its first layer: normalisation and
-dropout, one module shared by every head that reads the pooled feature (CIBHash, NSH, HARR, FDBH).
+dropout, one module shared by every head that reads the pooled feature (CIBHash, NSH, HARR, FDBH;
+WCH uses its dropout only, after the LayerNorm of its mean token).
 
 On a frozen backbone these are the only places where the method sees the feature's scale and noise:
 the official CIBHash keeps VGG-16's fc7 dropout active while the backbone is frozen (Qiu et al.,
