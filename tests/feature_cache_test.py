@@ -281,3 +281,31 @@ def test_an_unaugmented_view_beside_an_augmented_one_reads_the_test_part(tmp_pat
   want = _extract(augment.eval_preprocess(train_images, recipe, out_size=8))[0]
   np.testing.assert_allclose(views["view:1"], want, rtol=1e-6, atol=1e-6)
   assert not np.allclose(views["view:0"], want, atol=1e-3)
+
+
+def test_an_unaugmented_view_of_a_token_method_reads_the_clean_train_tokens(tmp_path):
+  """("cibhash", "none") for a method on patch tokens: the second view is the test transform's
+  tokens of the training image (the ``clean_train`` part; the test part holds pooled features)."""
+  from unhash_jax import cached_training
+  from unhash_jax.config import Config
+  config = Config(view_recipes=("cibhash", "none"), cached_views=3, seed=1)
+  cached_training.check(config, tokens=True)
+  source = _Source()
+  train, test = np.arange(0, 40, 2), np.arange(40)
+  recipe = augment.get_recipe("cibhash")
+  test_transform = lambda images, idx, e: augment.eval_preprocess(images, recipe, out_size=8)
+  without = _open(tmp_path / "a", source, jobs=_jobs(train, test))
+  with pytest.raises(feature_cache.FeatureCacheError, match="clean_train:tokens"):
+    cached_training.view_sampler(without, config, tokens=True)(np.arange(4), 0)
+  cache = _open(tmp_path / "b", source, jobs=_jobs(train, test) + [
+      feature_cache.Job(feature_cache.CLEAN_TRAIN_PART, train, 1, test_transform, tokens=True)])
+  positions = np.array([7, 0, 19, 7])
+  views = cached_training.view_sampler(cache, config, tokens=True)(positions, 3)
+  pooled, quads = _extract(augment.eval_preprocess(source.images[train[positions]], recipe,
+                                                   out_size=8))
+  np.testing.assert_allclose(views["view:1"], quads, rtol=1e-6, atol=1e-6)
+  assert views["view:0"].shape == (4, 4, 3) and not np.allclose(views["view:0"], quads, atol=1e-3)
+  assert cache.token_shape() == (4, 3) and cache.token_shape("none") is None
+  # Its pooled features are the test part's, for the same images.
+  np.testing.assert_allclose(cache._arrays["clean_train:pooled"][positions, 0],
+                             cache.test_features(train[positions]), rtol=1e-6)

@@ -115,6 +115,21 @@ def test_short_run_on_a_frozen_feature_cache(method, tmp_path):
   assert len(os.listdir(tmp_path / "cache")) == 1   # one cache, under the run's key
 
 
+@pytest.mark.parametrize("method", [m for m in METHODS if REGISTRY[m].feature_tokens])
+def test_a_token_method_trains_beside_the_clean_image_on_a_feature_cache(method, tmp_path):
+  """An augmented view and the un-augmented image (CIBHash's and FDBH's presets' pair) for a method
+  on patch tokens: the clean image's tokens are extracted once, for the training images only."""
+  cache_root = tmp_path / "cache"
+  cfg = _config(tmp_path, method, cached_views=2, feature_cache_dir=str(cache_root),
+                view_recipes=("digits", "digits_none"), eval_every=0)
+  results = train.train_and_evaluate(cfg, str(tmp_path / "run"))
+  assert 0.0 <= results["map"] <= 1.0
+  (directory,) = os.listdir(cache_root)
+  clean = np.load(cache_root / directory / "clean_train_tokens.npy", mmap_mode="r")
+  views = np.load(cache_root / directory / "views_digits_tokens.npy", mmap_mode="r")
+  assert clean.shape == (views.shape[0], 1, *views.shape[2:]), (clean.shape, views.shape)
+
+
 def test_a_fitted_method_builds_no_view_part_of_the_cache(tmp_path):
   """A fit reads only the test-transform features: even with an augmenting recipe it extracts no
   cached views (8 per training image would cost minutes on CPU for nothing)."""

@@ -7,7 +7,9 @@ them at head-only speed:
 * evaluation and the method's ``prepare`` hook read the test transform's pooled features
   (:class:`CachedFeatureSource`, which stands in for the image source);
 * each training view is a cached augmented view: view ``v`` of an example uses recipe
-  ``view_recipes[v]``; a recipe without randomness (``none``) reads the test features, an augmenting
+  ``view_recipes[v]``; a recipe without randomness (``none``) reads the test features (for a
+  method that trains on patch tokens, the test transform's tokens of the training images, the
+  cache's ``clean_train`` part, extracted the first time such a run asks for it), an augmenting
   one reads one of the ``E`` cached views, drawn per (seed, step, example) so that a resumed run
   sees the same views; two views of the same recipe are always two different cached views;
 * the model's backbone is :class:`~unhash_jax.models.cached.CachedFeatures` (no parameters).
@@ -50,7 +52,7 @@ def augmenting_recipes(config: Config) -> list[str]:
 
 def check(config: Config, *, tokens: bool = False) -> None:
   """Raises ConfigError when a config cannot train on a feature cache (``tokens``: the method
-  trains on patch tokens)."""
+  trains on patch tokens; its un-augmented views read the cache's ``clean_train`` part)."""
   if config.init_backbone_from:
     raise ConfigError("--cached_views trains on the features of the --backbone with --pretrained "
                       "weights; it cannot take its backbone from --init_backbone_from.")
@@ -60,9 +62,6 @@ def check(config: Config, *, tokens: bool = False) -> None:
   # The cache's test part is computed with the first recipe's test transform (cache_key).
   test = test_transform_spec(augment.get_recipe(config.view_recipes[0]))
   for r in config.view_recipes:
-    if tokens and not augments(augment.get_recipe(r)):
-      raise ConfigError(f"view recipe {r!r} has no randomness: with --cached_views it would read "
-                        f"the pooled test features, but this method trains on patch tokens.")
     if not augments(augment.get_recipe(r)) and test_transform_spec(augment.get_recipe(r)) != test:
       raise ConfigError(f"view recipe {r!r} has no randomness but another test transform than "
                         f"{config.view_recipes[0]!r}; with --cached_views such a view reads the "
@@ -163,6 +162,11 @@ def open_cache(config: Config, source, splits, *, tokens: bool, views: bool = Tr
 
     jobs.append(feature_cache.Job(f"views:{name}", train_index, config.cached_views, view,
                                   tokens=tokens, spec=repr(recipe)))
+  if views and tokens and len(augmenting_recipes(config)) < len(set(config.view_recipes)):
+    # An un-augmented view of a token method: the test part holds pooled features only (tokens of
+    # every query and database image would be ~60x larger), so the training images get their own.
+    jobs.append(feature_cache.Job(feature_cache.CLEAN_TRAIN_PART, train_index, 1, test_transform,
+                                  tokens=True, spec=repr(test_transform_spec(test_recipe))))
   root = config.feature_cache_dir or os.path.join(config.data_dir or builders.default_data_dir(),
                                                   "unhash_jax_features")
   key = cache_key(config, source, {"test": test_index, "train": train_index})
@@ -232,10 +236,8 @@ def view_sampler(cache: feature_cache.FeatureCache, config: Config, *, tokens: b
     out, used = {}, {}
     for v, r in enumerate(recipes):
       if r not in augmenting:
-        feats = cache.test_features(train_index[positions])
-        if tokens:
-          feats = feats[:, None, :]
-        out[f"{VIEW_PREFIX}{v}"] = feats
+        out[f"{VIEW_PREFIX}{v}"] = (cache.clean_train_tokens(positions) if tokens else
+                                    cache.test_features(train_index[positions]))
         continue
       e = _hash_uniform_ints(seed, step, positions, 2 * v + 1, e_total)
       if r in used and e_total > 1:  # a second view of the same recipe: another cached view

@@ -554,8 +554,7 @@ def _model_inputs(config: Config, source, splits) -> _Inputs:
   spec = get_method(config.method)
   tokens, trains = spec.feature_tokens, spec.fit is None   # a fit reads only the test part
   feature_cache = cached_training.open_cache(config, source, splits, tokens=tokens, views=trains)
-  shape = ((feature_cache.token_shape(cached_training.augmenting_recipes(config)[0]) if tokens
-            else None) or (feature_cache.feature_dim,))
+  shape = (feature_cache.token_shape() if tokens else None) or (feature_cache.feature_dim,)
   return _Inputs(cached_training.CachedFeatureSource(source, feature_cache), tuple(shape),
                  cached_training.view_sampler(feature_cache, config, tokens=tokens)
                  if trains else None)

@@ -580,6 +580,14 @@ SWEEP = {
         # end, within a seed's spread): the preset keeps 0.
         ({"eval_every": 780, "hparams": {"regularizer_weight": 0.1}},
          {"val83_zen3_curve": [0.4799, 0.5061, 0.5051]}),
+        # 2026-12-05, fourteenth session, on the new preset (32 bits, seed 0, the 30-epoch schedule;
+        # the preset 0.4943 at epoch 10), each stopped at epoch 10: τ 0.2 0.4791, Adam 3e-4 0.4798,
+        # coupled weight decay 3e-3 / 1e-2 0.4694 / 0.4245 (tanh saturation at epoch 10 0.59 / 0.41
+        # against 0.77-0.85 over the preset's run): a less saturated head is not better in itself.
+        ({"eval_every": 780, "hparams": {"temperature": 0.2}}, {"val83_zen3_curve": [0.4791]}),
+        ({"eval_every": 780, "learning_rate": 3e-4}, {"val83_zen3_curve": [0.4798]}),
+        ({"eval_every": 780, "weight_decay": 3e-3}, {"val83_zen3_curve": [0.4694]}),
+        ({"eval_every": 780, "weight_decay": 1e-2}, {"val83_zen3_curve": [0.4245]}),
     ],
     "fdbh": [
         ({}, {"val": 0.376}),   # the method's defaults (the preset until 2026-12-02)

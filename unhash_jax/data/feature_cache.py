@@ -7,7 +7,12 @@ computes it once:
   (query, database, training split), ``[n, D]``;
 * ``views:<recipe>``: ``E`` augmented views of every training image for each augmenting recipe a
   method has asked for (a part is added the first time a method needs it), pooled ``[N_train, E, D]`` and, for methods that train on patch tokens (WCH), the
-  tokens ``[N_train, E, P, D_t]``. View ``e`` of image ``i`` uses the key
+  tokens ``[N_train, E, P, D_t]``;
+* ``clean_train``: the test transform's pooled features and tokens of the training images,
+  ``[N_train, 1, ...]``, for a method on patch tokens that takes an un-augmented view (the test part
+  holds pooled features only).
+
+  View ``e`` of image ``i`` uses the key
   ``fold_in(fold_in(fold_in(key(seed), recipe id), i), e)`` (``i`` its source index), so it does not
   depend on how the extraction was chunked or interrupted.
 
@@ -48,6 +53,7 @@ PROGRESS_FILE = "progress.json"
 KEY_FILE = "key.json"
 LOCK_FILE = ".lock"
 TEST_PART = "test"
+CLEAN_TRAIN_PART = "clean_train"
 
 # (pooled [B, D], tokens [B, P, Dt] or None) of a batch of preprocessed images, e.g. a jitted backbone.
 ExtractFn = Callable[[Any], tuple[np.ndarray, np.ndarray | None]]
@@ -103,8 +109,12 @@ class FeatureCache:
   def feature_dim(self) -> int:
     return int(self._arrays["test:pooled"].shape[-1])
 
-  def token_shape(self, recipe: str) -> tuple[int, int] | None:
-    a = self._arrays.get(f"views:{recipe}:tokens")
+  def token_shape(self, recipe: str | None = None) -> tuple[int, int] | None:
+    """``(P, D_t)`` of the tokens of ``views:<recipe>`` (``None``: of any part that has tokens;
+    they share the backbone), or None when there are none."""
+    names = ([f"views:{recipe}:tokens"] if recipe is not None else
+             sorted(k for k in self._arrays if k.endswith(":tokens")))
+    a = next((self._arrays[k] for k in names if k in self._arrays), None)
     return None if a is None else tuple(int(s) for s in a.shape[2:])
 
   @property
@@ -122,12 +132,27 @@ class FeatureCache:
                               f"indices {missing[:5].tolist()}...; it was built for other splits.")
     return np.asarray(self._arrays["test:pooled"][rows, 0], np.float32)
 
+  def clean_train_tokens(self, positions) -> np.ndarray:
+    """float32 ``[n, P, D_t]`` test-transform tokens of training rows ``positions[n]``."""
+    name = f"{CLEAN_TRAIN_PART}:tokens"
+    if name not in self._arrays:
+      raise FeatureCacheError(f"the feature cache {self.directory} holds no {name!r} (the "
+                              f"tokens of un-augmented training views); it holds "
+                              f"{sorted(self._arrays)}.")
+    positions = np.asarray(positions)
+    return self._read(name, positions, np.zeros(len(positions), np.int64))
+
   def view_features(self, recipe: str, positions, views, *, tokens: bool = False) -> np.ndarray:
     """float32 views ``views[n]`` of training rows ``positions[n]``: ``[n, D]`` or ``[n, P, D_t]``."""
     name = f"views:{recipe}:{'tokens' if tokens else 'pooled'}"
     if name not in self._arrays:
       raise FeatureCacheError(f"the feature cache {self.directory} holds no {name!r}; it holds "
                               f"{sorted(self._arrays)}.")
+    return self._read(name, positions, views)
+
+  def _read(self, name: str, positions, views) -> np.ndarray:
+    """float32 rows ``positions[n]``, views ``views[n]`` of the stored array ``name``
+    (``"<part>:<pooled|tokens>"``)."""
     table = self._arrays[name]
     positions, views = np.asarray(positions), np.asarray(views)
     order = np.argsort(positions, kind="stable")   # sorted reads are kinder to the page cache
