@@ -149,8 +149,11 @@ WCH = register(MethodSpec(
         # their tokens as well, 5 GB). Flax's fan-in head init without the regulariser (λ_R 0): the
         # official init and R saturate the tanh (98 % of view-1 outputs beyond ±0.99 at 16 bits),
         # validation mAP@83 at 16 bits 0.4198 -> 0.4596, at 32 bits 0.4831 (fan-in init with R)
-        # -> 0.5027 (AVX2 machine's cache, seed 0; experiments/configs/cifar10_frozen.py).
+        # -> 0.5027 (AVX2 machine's cache, seed 0; experiments/configs/cifar10_frozen.py). The clean
+        # image as the second view (CIBHash's and FDBH's pair; its tokens are the cache's
+        # clean_train part): 16 / 32 / 64 bits 0.4596 / 0.5027 / 0.5248 -> 0.4627 / 0.5175 / 0.5325.
         "common": common_preset(learning_rate=1e-3, batch_size=64, epochs=30,
+                                view_recipes=("cibhash_crop08", "none"),
                                 model={"head_init": "fan_in"},
                                 hparams={"weight_temperature": 0.01, "normalize_weights": True,
                                          "regularizer_weight": 0.0}),
