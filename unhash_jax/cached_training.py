@@ -162,9 +162,10 @@ def open_cache(config: Config, source, splits, *, tokens: bool, views: bool = Tr
 
     jobs.append(feature_cache.Job(f"views:{name}", train_index, config.cached_views, view,
                                   tokens=tokens, spec=repr(recipe)))
-  if views and tokens and len(augmenting_recipes(config)) < len(set(config.view_recipes)):
-    # An un-augmented view of a token method: the test part holds pooled features only (tokens of
-    # every query and database image would be ~60x larger), so the training images get their own.
+  if views and tokens and any(not augments(augment.get_recipe(r)) for r in config.view_recipes):
+    # An un-augmented view of a token method. The test part holds pooled features only (its tokens,
+    # for every query and database image too, would be P times larger), so the training images'
+    # tokens get a part of their own.
     jobs.append(feature_cache.Job(feature_cache.CLEAN_TRAIN_PART, train_index, 1, test_transform,
                                   tokens=True, spec=repr(test_transform_spec(test_recipe))))
   root = config.feature_cache_dir or os.path.join(config.data_dir or builders.default_data_dir(),
