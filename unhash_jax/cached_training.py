@@ -149,8 +149,8 @@ def open_cache(config: Config, source, splits, *, tokens: bool, views: bool = Tr
   def test_transform(images, idx, e):
     return augment.eval_preprocess(images, test_recipe, out_size=size)
 
-  jobs = [feature_cache.Job(feature_cache.TEST_PART, test_index, 1, test_transform,
-                           spec=repr(test_transform_spec(test_recipe)))]
+  test_spec = repr(test_transform_spec(test_recipe))
+  jobs = [feature_cache.Job(feature_cache.TEST_PART, test_index, 1, test_transform, spec=test_spec)]
   for name in augmenting_recipes(config) if views else ():
     recipe = augment.get_recipe(name)
     recipe_key = jax.random.fold_in(base, _recipe_id(name))
@@ -167,7 +167,7 @@ def open_cache(config: Config, source, splits, *, tokens: bool, views: bool = Tr
     # for every query and database image too, would be P times larger), so the training images'
     # tokens get a part of their own.
     jobs.append(feature_cache.Job(feature_cache.CLEAN_TRAIN_PART, train_index, 1, test_transform,
-                                  tokens=True, spec=repr(test_transform_spec(test_recipe))))
+                                  tokens=True, spec=test_spec))
   root = config.feature_cache_dir or os.path.join(config.data_dir or builders.default_data_dir(),
                                                   "unhash_jax_features")
   key = cache_key(config, source, {"test": test_index, "train": train_index})

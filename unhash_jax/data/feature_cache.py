@@ -134,25 +134,19 @@ class FeatureCache:
 
   def clean_train_tokens(self, positions) -> np.ndarray:
     """float32 ``[n, P, D_t]`` test-transform tokens of training rows ``positions[n]``."""
-    name = f"{CLEAN_TRAIN_PART}:tokens"
-    if name not in self._arrays:
-      raise FeatureCacheError(f"the feature cache {self.directory} holds no {name!r} (the "
-                              f"tokens of un-augmented training views); it holds "
-                              f"{sorted(self._arrays)}.")
     positions = np.asarray(positions)
-    return self._read(name, positions, np.zeros(len(positions), np.int64))
+    return self._read(f"{CLEAN_TRAIN_PART}:tokens", positions, np.zeros(len(positions), np.int64))
 
   def view_features(self, recipe: str, positions, views, *, tokens: bool = False) -> np.ndarray:
     """float32 views ``views[n]`` of training rows ``positions[n]``: ``[n, D]`` or ``[n, P, D_t]``."""
-    name = f"views:{recipe}:{'tokens' if tokens else 'pooled'}"
-    if name not in self._arrays:
-      raise FeatureCacheError(f"the feature cache {self.directory} holds no {name!r}; it holds "
-                              f"{sorted(self._arrays)}.")
-    return self._read(name, positions, views)
+    return self._read(f"views:{recipe}:{'tokens' if tokens else 'pooled'}", positions, views)
 
   def _read(self, name: str, positions, views) -> np.ndarray:
     """float32 rows ``positions[n]``, views ``views[n]`` of the stored array ``name``
-    (``"<part>:<pooled|tokens>"``)."""
+    (``"<part>:<pooled|tokens>"``); FeatureCacheError naming it when the cache has no such part."""
+    if name not in self._arrays:
+      raise FeatureCacheError(f"the feature cache {self.directory} holds no {name!r}; it holds "
+                              f"{sorted(self._arrays)}.")
     table = self._arrays[name]
     positions, views = np.asarray(positions), np.asarray(views)
     order = np.argsort(positions, kind="stable")   # sorted reads are kinder to the page cache
