@@ -2,9 +2,22 @@
 
 import importlib.util
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# One persistent XLA compilation cache for the whole session: its xdist workers and the CLI
+# subprocesses inherit the variables. Every training test builds a fresh jitted step for the same
+# tiny model, and compiling it (3-6 s on 2 cores) is most of such a test; with the cache a repeated
+# step is read back (the suite on 2 cores: see README's "Tests"). The key holds the HLO, the XLA flags
+# and the jax version, so a hit is the same executable. The directory is new for each session
+# (started cold, as CI's) and removed at its end; a user's own JAX_COMPILATION_CACHE_DIR is kept.
+_OWN_COMPILATION_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_COMPILATION_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="unhash_jax_tests_xla_cache_")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -73,3 +86,11 @@ def crash_at_step(monkeypatch):
     monkeypatch.setattr(train.loader, "train_batches", crashing_batches)
 
   return arm
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """Removes the session's compilation cache (in the process that made it: xdist workers inherit
+  the directory and do not own it)."""
+  del session, exitstatus
+  if _OWN_COMPILATION_CACHE and "PYTEST_XDIST_WORKER" not in os.environ:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
