@@ -6,7 +6,6 @@ import os
 import shutil
 import sys
 import tarfile
-import time
 
 import numpy as np
 import pytest
@@ -294,11 +293,8 @@ def test_cifar10_from_shared_archive(tmp_path, cifar_archive):
     for i, name in picks.items():
       ref = np.asarray(Image.open(io.BytesIO(tar.extractfile(name).read())).convert("RGB"))
       assert np.array_equal(src.images[i], ref), name
-  t0 = time.perf_counter()
-  warm = builders.load_source("cifar10", data_dir=dd, archive=archive)
-  warm_s = time.perf_counter() - t0
+  warm = builders.load_source("cifar10", data_dir=dd, archive=archive)   # from the prepared cache
   assert np.array_equal(warm.images, src.images) and np.array_equal(warm.labels, src.labels)
-  assert warm_s < 30, warm_s  # generous: the machine is shared
   s = protocols.make_splits("cifar10-i", src, seed=0)
   assert s.counts()["database"] == 54000
 
