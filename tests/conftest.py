@@ -11,9 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # One persistent XLA compilation cache for the whole session: its xdist workers and the CLI
 # subprocesses inherit the variables. Every training test builds a fresh jitted step for the same
 # tiny model, and compiling it (3-6 s on 2 cores) is most of such a test; with the cache a repeated
-# step is read back (the suite's time on 2 cores is in the README's opening lines). The key holds the HLO, the XLA flags
-# and the jax version, so a hit is the same executable. The directory is new for each session
-# (started cold, as CI's) and removed at its end; a user's own JAX_COMPILATION_CACHE_DIR is kept.
+# step is read back (the suite's time on 2 cores is in the README's opening lines). The key holds
+# the HLO, the XLA flags and the jax version, so a hit is the same executable. The directory is new
+# for each session (started cold, as CI's) and removed at its end; a user's own
+# JAX_COMPILATION_CACHE_DIR is kept.
 _OWN_COMPILATION_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_COMPILATION_CACHE:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="unhash_jax_tests_xla_cache_")
