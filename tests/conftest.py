@@ -90,8 +90,8 @@ def crash_at_step(monkeypatch):
 
 
 def pytest_sessionfinish(session, exitstatus):
-  """Removes the session's compilation cache (in the process that made it: xdist workers inherit
-  the directory and do not own it)."""
+  """Removes the session's compilation cache, in the process that made it (xdist workers inherit
+  the variable, so only the controller made one)."""
   del session, exitstatus
-  if _OWN_COMPILATION_CACHE and "PYTEST_XDIST_WORKER" not in os.environ:
+  if _OWN_COMPILATION_CACHE:
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
