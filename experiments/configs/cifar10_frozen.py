@@ -638,6 +638,13 @@ SWEEP = {
         # at the end for twice the time, within a seed's spread. Not adopted.
         ({"eval_every": 780, "epochs": 60, "model": {"head_init": "fan_in", "feature_dropout": 0.5}},
          {"val83_zen3_curve": [0.4886, 0.5069, 0.5207, 0.5159, 0.5246, 0.5205]}),
+        # 2026-12-06, second session, on that preset (seed 0): the code temperature τ 0.5 instead of
+        # 0.3 (CIBHash's preset's τ; never tried on the clean-view preset), validation at epochs 10 /
+        # 20 / 30: 16 bits 0.4656 / 0.4695 / 0.4720 (the preset 0.4318 / 0.4647 / 0.4627: a faster
+        # start, +0.9 at the end), 32 bits 0.4762 / 0.5004 / 0.4989 (0.4968 / 0.5153 / 0.5175: -1.9).
+        # Mixed, and +0.9 against the 3.2 test points missing at 16 bits: not adopted.
+        ({"eval_every": 780, "hparams": {"temperature": 0.5}},
+         {"val83_16_zen3_curve": [0.4656, 0.4695, 0.4720], "val83_zen3_curve": [0.4762, 0.5004, 0.4989]}),
     ],
     "fdbh": [
         ({}, {"val": 0.376}),   # the method's defaults (the preset until 2026-12-02)
