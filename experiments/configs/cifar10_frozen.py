@@ -268,18 +268,12 @@ SWEEP = {
         ({"model": {"feature_dropout": 0.5}}, {"val83_zen3": [0.5071]}),
         ({"weight_decay": 1e-4}, {"val83_zen3": [0.5080]}),
         # 2026-12-06, seed 0, at 16 and 64 bits, the lengths furthest from the target (the preset
-        # 0.4781 / 0.5423; each pair of runs shared the 2 cores, about 190 s a run): τ_sort 0.0625
-        # 0.4583 / 0.5323; latent width 2048 0.4670 / 0.5418; m 3 (16 bits) 0.4516; λ_q 0.003 (64
-        # bits) 0.5494; dropout 0.5 on the pooled feature for 200 epochs 0.4735 / 0.5422; the rate
-        # decayed to 0 by a cosine from 2e-3 0.4353 / 0.5085; the L2-scaled feature 0.4667 / 0.5358;
-        # τ_nce 0.4 0.4705 / 0.5458; τ_sort 0.1875 (16 bits) 0.4558; batch 96 for 150 epochs (64
-        # bits) 0.5441. A 1024-unit ReLU layer before the hash head (prototype `hash_hidden`,
-        # removed) at Adam 1e-4: 200 epochs 0.4871 / 0.5451 (bits balanced: 0.03 / 0.05 against the
-        # preset's 0.12 / 0.11), 400 epochs 0.4811 / 0.5570 (16 bits flat at 0.481-0.487 from epoch
-        # 160; 64 bits still rising, +1.5); at Adam 3e-4 for 100 epochs 0.4734 / 0.5170. The MLP head
-        # gains at 64 bits with a long run, not at 16, where NSH lacks most (1.35 test points): its
-        # 200-epoch 0.4871 is a high point of a noisy curve (0.4851 / 0.4871 / 0.4811 at epochs 160 /
-        # 200 / 400), and the same 200 epochs with the rate decayed to 0 by a cosine end at 0.4633.
+        # 0.4781 / 0.5423; each pair of runs shared the 2 cores, about 190 s a run); values in the
+        # rows below. `hash_hidden` is a 1024-unit ReLU layer before the hash head (a prototype,
+        # removed): it balances the bits (training bit balance 0.03-0.05 against the preset's 0.11-
+        # 0.12) and over 400 epochs gains +1.5 at 64 bits, still rising, but not at 16 bits, where
+        # NSH lacks most (1.35 test points): that curve is flat at 0.481-0.487 from epoch 160 (its
+        # 200-epoch 0.4871 a high point), and a cosine decay over 200 epochs ends at 0.4633.
         # Nothing adopted.
         ({"hparams": {"sort_temperature": 0.0625}}, {"val83_16_zen3": [0.4583], "val83_64_zen3": [0.5323]}),
         ({"model": {"latent_dim": 2048}}, {"val83_16_zen3": [0.4670], "val83_64_zen3": [0.5418]}),
