@@ -309,3 +309,23 @@ def test_an_unaugmented_view_of_a_token_method_reads_the_clean_train_tokens(tmp_
   # Its pooled features are the test part's, for the same images.
   np.testing.assert_allclose(cache._arrays["clean_train:pooled"][positions, 0],
                              cache.test_features(train[positions]), rtol=1e-6)
+
+
+def test_the_evaluator_reads_the_cached_features_as_stored(tmp_path):
+  """Evaluation batches of a cache carry its float32 features unrounded. The batch buffer was once
+  uint8, which truncated every cached feature to its integer part at evaluation (training read the
+  views as floats), so each trained method was scored on codes of other inputs than it learnt on."""
+  from unhash_jax import cached_training, train
+  from unhash_jax.data import builders
+  source = _Source()
+  cache = _open(tmp_path, source)
+  images = builders.Source(name="t", images=source.images, labels=np.arange(40) % 10,
+                           official_split=np.full(40, "test"), class_names=tuple("abcdefghij"),
+                           image_shape=(8, 8, 3))
+  features = cached_training.CachedFeatureSource(images, cache)
+  idx = np.array([5, 3, 17, 39, 0])   # two batches of 4, the second padded
+  want = cache.test_features(idx)
+  assert want.dtype == np.float32 and not np.array_equal(want, np.round(want))
+  got = train.encode_indices(lambda state, x: x, None, features, idx, batch_size=4, mesh=None)
+  assert got.dtype == np.float32
+  np.testing.assert_array_equal(got, want)

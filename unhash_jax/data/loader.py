@@ -237,7 +237,8 @@ def eval_batches(source, indices, *, batch_size: int, mesh=None, prefetch: int =
     prefetch: batches prepared ahead.
 
   Yields:
-    ``ceil(n / B)`` dicts ``{"image", "label", "index", "mask"}`` of leading size ``B``; padding rows
+    ``ceil(n / B)`` dicts ``{"image", "label", "index", "mask"}`` of leading size ``B``; ``image``
+    has the dtype of ``source.get_images`` (uint8 images, float32 cached features); padding rows
     have zero images, label 0, index -1 and ``mask`` False.
   """
   indices = np.asarray(indices, dtype=np.int64)
@@ -245,6 +246,8 @@ def eval_batches(source, indices, *, batch_size: int, mesh=None, prefetch: int =
   num_batches = -(-len(indices) // batch_size)
   label_shape = np.shape(source.labels)[1:]
   label_dtype = np.asarray(source.labels[:0]).dtype
+  # uint8 images, or float32 features from a feature cache: the batch keeps the source's dtype.
+  image_dtype = np.asarray(source.get_images(indices[:0])).dtype
 
   def produce(b: int) -> dict:
     rows = indices[b * batch_size:(b + 1) * batch_size]
@@ -255,7 +258,7 @@ def eval_batches(source, indices, *, batch_size: int, mesh=None, prefetch: int =
     padded = _rows_for_host(padded, mesh, batch_size)
     mask = _rows_for_host(mask, mesh, batch_size)
     real = padded[mask]
-    images = np.zeros((len(padded),) + tuple(source.image_shape), np.uint8)
+    images = np.zeros((len(padded),) + tuple(source.image_shape), image_dtype)
     labels = np.zeros((len(padded),) + label_shape, label_dtype)
     if len(real):
       images[mask] = source.get_images(real)
