@@ -17,8 +17,9 @@ the way:
   prediction;
 * ITQ on the same features (seed 0, as ``--method=itq``) on both splits, for scale.
 
-Every fit is label-free; the labels only score. The kNN and labels are the ``common`` preset's (cosine
-on the cached test-transform features, ``--k1``/``--k2`` as its 20 / 45).
+Every fit is label-free; the labels only score. The kNN and labels are those of the ``common`` preset
+(cosine on the cached test-transform features) with ``--k1``/``--k2``: 20 / 45 by default, the
+preset's until 2026-12-06 (40 / 90 since).
 
   python experiments/ddh_label_bound.py [--bits 16 32 64] [--k1 20] [--k2 45]
 
