@@ -149,7 +149,6 @@ def table(args) -> None:
   (``--out``; the main table by default, another file for, e.g., another machine's runs). A row
   already there for the same method, length, backbone and image size that was not re-run here is
   kept as it was (each row records its command and the date it was measured)."""
-  today = time.strftime("%Y-%m-%d", time.gmtime())
   rows = []
   for method in (*DEEP, *CLASSICAL):
     for bits in (16, 32, 64):
@@ -167,8 +166,9 @@ def table(args) -> None:
                    "measured": time.strftime("%Y-%m-%d", time.gmtime(os.path.getmtime(path)))})
   if os.path.exists(_knn_path(args)):
     knn_rows = json.load(open(_knn_path(args)))
+    written = time.strftime("%Y-%m-%d", time.gmtime(os.path.getmtime(_knn_path(args))))
     for r in knn_rows if isinstance(knn_rows, list) else [knn_rows]:
-      rows.append({**r, "measured": r.get("measured", today)})
+      rows.append({**r, "measured": r.get("measured", written)})
 
   def ident(r):
     return r["method"], r["bits"], r["backbone"], r["image_size"]
