@@ -10,8 +10,9 @@ from jax.test_util import check_grads
 from unhash_jax.losses import ddh_loss, ddh_loss_with_aux
 
 
-def _np_ddh(u, buf, s, lam):
-  """J_B/(N·|B|) as loops over the batch, the buffer and the bits, in float64."""
+def _np_ddh(u, buf, s, lam, per_bit=False):
+  """J_B/(N·|B|) as loops over the batch, the buffer and the bits, in float64 (``per_bit``: the
+  quantization sum divided by K)."""
   u, buf, s = (np.asarray(a, np.float64) for a in (u, buf, s))
   b, k = u.shape
   n = len(buf)
@@ -20,6 +21,8 @@ def _np_ddh(u, buf, s, lam):
     for j in range(n):
       pair += (sum(u[i, q] * buf[j, q] for q in range(k)) / k - s[i, j]) ** 2
   quant = sum((u[i, q] - (1.0 if u[i, q] >= 0 else -1.0)) ** 2 for i in range(b) for q in range(k))
+  if per_bit:
+    quant /= k
   return (pair + lam * quant) / (n * b), pair / (n * b), quant / (n * b)
 
 
@@ -46,6 +49,20 @@ def test_value_matches_float64_reference(seed, b, n, k, lam):
   np.testing.assert_allclose(float(got), expect, rtol=2e-6)
   np.testing.assert_allclose(float(aux["pairwise"]), expect_pair, rtol=2e-6)
   np.testing.assert_allclose(float(aux["quantization"]), expect_q, rtol=2e-6)
+
+
+@pytest.mark.parametrize("seed,b,n,k,lam", [(6, 5, 12, 8, 15.0), (7, 4, 9, 64, 160.0)])
+def test_per_bit_quantization_matches_float64_reference(seed, b, n, k, lam):
+  u, buf, s, _ = _problem(seed, b, n, k)
+  expect, expect_pair, expect_q = _np_ddh(u, buf, s, lam, per_bit=True)
+  got, aux = ddh_loss_with_aux(jnp.asarray(u, jnp.float32), jnp.asarray(buf, jnp.float32),
+                               jnp.asarray(s), quantization_weight=lam, quantization_per_bit=True)
+  np.testing.assert_allclose(float(got), expect, rtol=2e-6)
+  np.testing.assert_allclose(float(aux["pairwise"]), expect_pair, rtol=2e-6)
+  np.testing.assert_allclose(float(aux["quantization"]), expect_q, rtol=2e-6)
+  # Per bit with λ is the release's sum with λ/K.
+  plain = ddh_loss(jnp.asarray(u), jnp.asarray(buf), jnp.asarray(s), quantization_weight=lam / k)
+  np.testing.assert_allclose(float(got), float(plain), rtol=2e-6)
 
 
 def test_float_labels_equal_int8_labels_and_x64(x64):
@@ -91,6 +108,9 @@ def test_hand_computed_case():
   # sign₀(0) = +1: a zero code is one away from +1 in every bit.
   _, aux = ddh_loss_with_aux(jnp.zeros((1, 4)), jnp.zeros((3, 4)), jnp.ones((1, 3), jnp.int8))
   np.testing.assert_allclose(float(aux["quantization"]), 4.0 / 3.0)
+  # Per bit: the 4 bits' distance averaged, (1 + λ·1/2)/4 for the halved codes above.
+  np.testing.assert_allclose(float(ddh_loss(0.5 * u, u, s, quantization_weight=2.0,
+                                            quantization_per_bit=True)), 0.5)
 
 
 def test_jit_equals_eager_bf16_and_lists():

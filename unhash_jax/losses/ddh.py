@@ -28,11 +28,13 @@ def _labels(x) -> jax.Array:
 
 
 def ddh_loss_with_aux(codes: jax.Array, buffer: jax.Array, pairwise_labels: jax.Array, *,
-                      quantization_weight=15.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+                      quantization_weight=15.0, quantization_per_bit: bool = False
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """:func:`ddh_loss` plus its terms (float32 scalars), both divided by ``N·|B|`` like the loss.
 
   Aux keys: ``"pairwise"`` (``Σ_ij (u_iᵀU_j/K − S_ij)²/(N·|B|)``) and ``"quantization"``
-  (``Σ_i ‖u_i − sign₀ u_i‖²/(N·|B|)``); the loss is ``pairwise + λ·quantization``.
+  (``Σ_i ‖u_i − sign₀ u_i‖²/(N·|B|)``, divided by ``K`` as well with ``quantization_per_bit``);
+  the loss is ``pairwise + λ·quantization``.
   """
   codes = _common.floating_input(_FN, "codes", codes)
   buffer = _common.floating_input(_FN, "buffer", buffer, shape="[N, bits]")
@@ -52,12 +54,12 @@ def ddh_loss_with_aux(codes: jax.Array, buffer: jax.Array, pairwise_labels: jax.
   pairwise = jnp.sum(jnp.square(inner - labels.astype(dtype)))
   quant = _common.quant_l2_sum(codes)
   scale = 1.0 / (n * b)
-  pairwise, quant = pairwise * scale, quant * scale
+  pairwise, quant = pairwise * scale, quant * (scale / k if quantization_per_bit else scale)
   return pairwise + quantization_weight * quant, {"pairwise": pairwise, "quantization": quant}
 
 
 def ddh_loss(codes: jax.Array, buffer: jax.Array, pairwise_labels: jax.Array, *,
-             quantization_weight=15.0) -> jax.Array:
+             quantization_weight=15.0, quantization_per_bit: bool = False) -> jax.Array:
   """DDH objective ``J_B/(N·|B|)`` (docs/methods.md §2.5), the official logged loss.
 
   For a batch ``B`` of ``|B|`` images with fc8 outputs ``u_B`` and the buffer ``U`` ``[N, K]`` of
@@ -82,6 +84,10 @@ def ddh_loss(codes: jax.Array, buffer: jax.Array, pairwise_labels: jax.Array, *,
     pairwise_labels: ``[batch, N]`` rows ``S[B]`` of the ±1 pseudo labels, int8 (as stored by
       :func:`~unhash_jax.ops.snn_pseudo_labels`) or float.
     quantization_weight: λ (DDH: 15), ``>= 0``.
+    quantization_per_bit: divide the quantization term by ``K`` (``λ·Σ_i ‖u_i − b_i‖²/K``) [project
+      option, off in the release]. Each pairwise residual is already normalised by ``K``
+      (``u_iᵀU_j/K``) while ``‖u_i − b_i‖²`` sums ``K`` bits, so with a fixed λ the quantization
+      weighs 4× more at 64 bits than at 16; per bit, one λ means the same at every length.
 
   Returns:
     float32 scalar (float64 under x64 with float64 inputs).
@@ -103,5 +109,5 @@ def ddh_loss(codes: jax.Array, buffer: jax.Array, pairwise_labels: jax.Array, *,
     Song, He, Fan, Gao. Deep Discrete Hashing with Self-supervised Pairwise Labels. ECML-PKDD 2017
     (arXiv 1707.02112); docs/methods.md §2.5.
   """
-  return ddh_loss_with_aux(codes, buffer, pairwise_labels,
-                           quantization_weight=quantization_weight)[0]
+  return ddh_loss_with_aux(codes, buffer, pairwise_labels, quantization_weight=quantization_weight,
+                           quantization_per_bit=quantization_per_bit)[0]

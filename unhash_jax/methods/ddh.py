@@ -87,7 +87,8 @@ def compute_loss(model: DDHModel, batch: StepBatch, ctx: StepContext) -> tuple[j
   buffer = model.buffer[...].at[batch.position].set(jax.lax.stop_gradient(u).astype(jnp.float32))
   model.buffer[...] = buffer
   objective, aux = ddh_loss_with_aux(u, buffer, batch.tables[TABLE],
-                                     quantization_weight=ctx.hparams["quantization_weight"])
+                                     quantization_weight=ctx.hparams["quantization_weight"],
+                                     quantization_per_bit=ctx.hparams["quantization_per_bit"])
   aux["ddh_objective"] = objective
   aux["bit_balance"] = bit_balance(jnp.where(u >= 0, 1.0, -1.0))
   # The release's step is lr·(½∇J_B/(N·|B|) + wd·w): the optimised loss is half the objective.
@@ -112,6 +113,8 @@ DDH = register(MethodSpec(
         hp.HParam("k2", 30, "K2, images with the largest neighbour overlap merged per image",
                   low=1),
         hp.non_negative("quantization_weight", 15.0, "λ, weight of ‖u − sign₀ u‖²"),
+        hp.flag("quantization_per_bit", False, "divide ‖u − sign₀ u‖² by K, so one λ means the "
+                "same at every code length (the pairwise residuals are already divided by K)"),
     ),
     # The release: SGD, lr 1e-2 -> 1e-6 log-spaced per epoch over 100 epochs, wd 5e-4, batch 50,
     # one un-augmented view, all layers trained. CNN-F exists only in MatConvNet format: the
@@ -147,10 +150,16 @@ DDH = register(MethodSpec(
         # (evaluation on the features as cached; validation mAP@83, seed 0, 16 / 32 / 64 bits):
         # wider neighbourhoods K1 40, K2 90, one cached 80-100 % crop per step instead of the
         # clean image, and 120 epochs: 0.4805 / 0.5110 / 0.5409 vs 0.4448 / 0.4982 / 0.5376.
+        # Then Adam 3e-3 with λ per bit (quantization_per_bit) 160, i.e. λ 10 / 5 / 2.5 at 16 /
+        # 32 / 64 bits: 0.4908 / 0.5378 / 0.5616 (16 bits, seed 1: 0.4921). With one λ for every
+        # length the best λ fell as K grew (16 bits: λ 10 0.4908, λ 3 0.4521; 64 bits: λ 3
+        # 0.5541, λ 10 0.5235): the quantization sums K bits while each pairwise residual is
+        # divided by K.
         "common": common_preset(view_recipes=("cibhash_crop08",), batch_size=50, optimizer="adam",
-                                learning_rate=1e-3, lr_schedule="cosine", weight_decay=0.0,
+                                learning_rate=3e-3, lr_schedule="cosine", weight_decay=0.0,
                                 epochs=120,
-                                hparams={"k1": 40, "k2": 90, "quantization_weight": 3.0},
+                                hparams={"k1": 40, "k2": 90, "quantization_weight": 160.0,
+                                         "quantization_per_bit": True},
                                 model={"pseudo_label_features": "backbone"}),
         "cifar10": {"backbone": "small_cnn", "image_size": 32},
     },
