@@ -144,6 +144,11 @@ def _knn_path(args) -> str:
   return os.path.join(args.runs, f"cosine_knn-{args.backbone}{args.image_size}.json")
 
 
+def _written_on(path: str) -> str:
+  """The UTC date a file was last written, ``YYYY-MM-DD`` (a row's ``measured``)."""
+  return time.strftime("%Y-%m-%d", time.gmtime(os.path.getmtime(path)))
+
+
 def table(args) -> None:
   """Writes the rows of the finished workdirs (and the kNN file) into the results JSON
   (``--out``; the main table by default, another file for, e.g., another machine's runs). A row
@@ -163,12 +168,12 @@ def table(args) -> None:
                    "command": " ".join(shlex.quote(c) for c in cmd),
                    "train_seconds": r.get("train_seconds", r.get("fit_seconds")),
                    "map@ddh_full": r.get("map@ddh_full"),
-                   "measured": time.strftime("%Y-%m-%d", time.gmtime(os.path.getmtime(path)))})
-  if os.path.exists(_knn_path(args)):
-    knn_rows = json.load(open(_knn_path(args)))
-    written = time.strftime("%Y-%m-%d", time.gmtime(os.path.getmtime(_knn_path(args))))
+                   "measured": _written_on(path)})
+  knn_path = _knn_path(args)
+  if os.path.exists(knn_path):
+    knn_rows = json.load(open(knn_path))
     for r in knn_rows if isinstance(knn_rows, list) else [knn_rows]:
-      rows.append({**r, "measured": r.get("measured", written)})
+      rows.append({**r, "measured": r.get("measured", _written_on(knn_path))})
 
   def ident(r):
     return r["method"], r["bits"], r["backbone"], r["image_size"]
