@@ -789,11 +789,11 @@ SWEEP = {
          {"val83_64_zen3_curve_fixed": [0.5296, 0.5434, 0.5453]}),
         # 40 epochs instead of 30 (the cosine stretched over 40), epochs 10 / 20 / 30 / 40: 64 bits
         # 0.5353 / 0.5499 / 0.5594 / 0.5564 (preset 0.5508: +0.6; 1,299 s, run alone), 16 bits
-        # 0.4571 / 0.4823 / 0.4949 / 0.4924 (preset 0.4879: +0.45; 1,387 s). Not yet run at 32 bits
-        # nor on test (a preset change re-runs all three lengths: about 1.3 h of this machine's
-        # time for the test rows alone).
+        # 0.4571 / 0.4823 / 0.4949 / 0.4924 (preset 0.4879: +0.45; 1,387 s), 32 bits 0.5064 /
+        # 0.5284 / 0.5338 / 0.5338 (preset 0.5413: -0.75). Mixed again: not adopted.
         ({"eval_every": 780, "epochs": 40}, {"val83_64_zen3_curve_fixed": [0.5353, 0.5499, 0.5594, 0.5564],
-                                             "val83_16_zen3_curve_fixed": [0.4571, 0.4823, 0.4949, 0.4924]}),
+                                             "val83_16_zen3_curve_fixed": [0.4571, 0.4823, 0.4949, 0.4924],
+                                             "val83_zen3_curve_fixed": [0.5064, 0.5284, 0.5338, 0.5338]}),
     ],
     "fdbh": [
         ({}, {"val": 0.376}),   # the method's defaults (the preset until 2026-12-02)
