@@ -171,9 +171,9 @@ def table(args) -> None:
                    "measured": _written_on(path)})
   knn_path = _knn_path(args)
   if os.path.exists(knn_path):
-    knn_rows = json.load(open(knn_path))
+    knn_rows, written = json.load(open(knn_path)), _written_on(knn_path)
     for r in knn_rows if isinstance(knn_rows, list) else [knn_rows]:
-      rows.append({**r, "measured": r.get("measured", _written_on(knn_path))})
+      rows.append({**r, "measured": r.get("measured", written)})
 
   def ident(r):
     return r["method"], r["bits"], r["backbone"], r["image_size"]
