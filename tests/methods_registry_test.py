@@ -186,3 +186,48 @@ def test_interrupted_run_resumes_bit_exactly(method, tmp_path, crash_at_step):
   np.testing.assert_array_equal(ca["database_codes"], cb["database_codes"])
   events = [json.loads(l) for l in open(os.path.join(interrupted, "metrics.jsonl"))]
   assert [e["step"] for e in events if e.get("event") == "resume"] == [4]
+
+
+def _with_by_bits(monkeypatch, by_bits):
+  """A copy of CIBHash registered as ``tmp_by_bits`` whose ``common`` preset holds ``by_bits``."""
+  import dataclasses
+  base = REGISTRY["cibhash"]
+  presets = {**base.presets, "common": {**base.presets["common"], "by_bits": by_bits}}
+  spec = dataclasses.replace(base, name="tmp_by_bits", presets=presets)
+  monkeypatch.setitem(REGISTRY, spec.name, spec)
+  return spec
+
+
+def test_a_presets_by_bits_entry_applies_at_its_code_length_only(monkeypatch):
+  _with_by_bits(monkeypatch, {16: {"epochs": 7, "hparams": {"temperature": 0.9},
+                                   "model": {"feature_dropout": 0.25}}})
+
+  def resolve(bits, **kw):
+    return resolve_config(Config(method="tmp_by_bits", dataset="cifar10", preset="common",
+                                 bits=bits, batch_size=64, **kw))
+
+  at16, at32 = resolve(16), resolve(32)
+  # CIBHash's common preset: 100 epochs, τ 0.5, dropout 0.5 on the L2-scaled feature.
+  assert (at32.epochs, at32.hparams["temperature"], at32.model["feature_dropout"]) == (100, 0.5, 0.5)
+  assert (at16.epochs, at16.hparams["temperature"], at16.model["feature_dropout"]) == (7, 0.9, 0.25)
+  # hparams and model merge key by key: what the entry does not name stays the preset's.
+  assert at16.model["feature_norm"] == "l2" and at16.model["frozen_backbone"] is True
+  assert at16.hparams["kl_weight"] == at32.hparams["kl_weight"]
+  assert at16.view_recipes == at32.view_recipes == ("cibhash_crop08", "none")
+  # The user's flags still win over the entry.
+  user = resolve(16, epochs=3, hparams={"temperature": 0.7}, model={"feature_dropout": 0.0})
+  assert (user.epochs, user.hparams["temperature"], user.model["feature_dropout"]) == (3, 0.7, 0.0)
+  assert resolve_config(user) == user   # idempotent
+
+
+@pytest.mark.parametrize("by_bits, message", [
+    ({"16": {"epochs": 7}}, "code lengths"),
+    ({0: {"epochs": 7}}, "code lengths"),
+    ({16: {"epoch": 7}}, r"unknown keys \['epoch'\]"),
+    ({16: {"hparams": {"temprature": 0.9}}}, "temprature"),
+    ({16: {"by_bits": {16: {}}}}, "by_bits"),
+])
+def test_a_malformed_by_bits_entry_is_refused_when_the_method_registers(monkeypatch, by_bits,
+                                                                         message):
+  with pytest.raises(ValueError, match=message):
+    _with_by_bits(monkeypatch, by_bits)

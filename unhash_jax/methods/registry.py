@@ -47,6 +47,8 @@ def common_preset(**overrides) -> dict[str, Any]:
 
 # Keys a preset or the defaults may hold besides RESOLVABLE_FIELDS.
 _PRESET_EXTRA_KEYS = ("hparams", "model")
+# A preset's key for values that apply at one code length only: ``{"by_bits": {16: {...}}}``.
+BY_BITS = "by_bits"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +71,9 @@ class MethodSpec:
     defaults: values of :data:`RESOLVABLE_FIELDS`, ``model`` and ``hparams`` used when neither the
       user nor the preset sets them; ``view_recipes`` here fixes the method's number of views.
     presets: named overrides of ``defaults`` (same keys). The preset named like the dataset applies
-      by default; others (``paper``, ``common``) are chosen with ``--preset``.
+      by default; others (``paper``, ``common``) are chosen with ``--preset``. A preset may also hold
+      ``by_bits``, ``{code length: overrides}`` (same keys), applied over the rest of the preset at
+      that ``--bits`` only (a value chosen per code length); the user's flags still win.
     prepare: optional hook computing per-example tables before training
       (:data:`~unhash_jax.methods.contract.PrepareFn`).
     make_optimizer: ``(config, RunPlan) -> optax.GradientTransformation``; default
@@ -102,8 +106,18 @@ class MethodSpec:
     names = [h.name for h in self.hparams]
     if len(set(names)) != len(names):
       raise ValueError(f"method {self.name!r} declares a hyper-parameter twice: {names}.")
-    for preset_name, preset in {"defaults": self.defaults, **self.presets}.items():
-      unknown = set(preset) - set(RESOLVABLE_FIELDS) - set(_PRESET_EXTRA_KEYS)
+    layers = {"defaults": self.defaults, **self.presets}
+    for preset_name, preset in self.presets.items():
+      for bits, layer in preset.get(BY_BITS, {}).items():
+        if not _is_int(bits) or bits < 1:
+          raise ValueError(f"method {self.name!r}, preset {preset_name!r}: {BY_BITS} keys are code "
+                           f"lengths (positive ints), got {bits!r}.")
+        layers[f"{preset_name}.{BY_BITS}[{bits}]"] = layer
+    for preset_name, preset in layers.items():
+      allowed = set(RESOLVABLE_FIELDS) | set(_PRESET_EXTRA_KEYS)
+      if preset_name in self.presets:
+        allowed.add(BY_BITS)
+      unknown = set(preset) - allowed
       unknown_h = set(preset.get("hparams", {})) - set(names)
       if unknown or unknown_h:
         raise ValueError(f"method {self.name!r}, preset {preset_name!r}: unknown keys "
@@ -174,7 +188,8 @@ def resolve_config(config: Config, *, image_shape: Sequence[int] | None = None) 
   """Completes and checks a config: the only place where this happens (idempotent).
 
   Fills each ``None`` field of :data:`RESOLVABLE_FIELDS` with, in order of precedence, what the user
-  set > the preset (:func:`preset_name`) > the method's defaults > :data:`FALLBACKS`; ``hparams`` and
+  set > the preset (:func:`preset_name`; its ``by_bits`` entry for ``config.bits`` over the rest:
+  :func:`preset_at_bits`) > the method's defaults > :data:`FALLBACKS`; ``hparams`` and
   ``model`` dicts merge key by key with the same precedence; ``protocol`` falls back to the dataset's
   default and ``image_size`` to ``image_shape[0]`` (the data's size) when given.
 
@@ -186,7 +201,7 @@ def resolve_config(config: Config, *, image_shape: Sequence[int] | None = None) 
   """
   spec = get_method(config.method)
   name = preset_name(config, spec)
-  preset = dict(spec.presets.get(name, {})) if name else {}
+  preset = preset_at_bits(spec.presets.get(name, {}), config.bits) if name else {}
   changes: dict[str, Any] = {"preset": name}
   for field in RESOLVABLE_FIELDS:
     if getattr(config, field) is None:
@@ -217,6 +232,17 @@ def resolve_config(config: Config, *, image_shape: Sequence[int] | None = None) 
     resolved = resolved.replace(view_recipes=tuple(resolved.view_recipes))
   _check(resolved, spec)
   return resolved
+
+
+def preset_at_bits(preset: Mapping[str, Any], bits: int) -> dict[str, Any]:
+  """``preset`` with its ``by_bits[bits]`` overrides applied (``hparams`` and ``model`` merged key
+  by key) and the ``by_bits`` table itself dropped."""
+  layer = dict(preset.get(BY_BITS, {}).get(bits, {}))
+  merged = {k: v for k, v in preset.items() if k != BY_BITS}
+  for key in _PRESET_EXTRA_KEYS:
+    if key in layer:
+      merged[key] = {**merged.get(key, {}), **layer.pop(key)}
+  return {**merged, **layer}
 
 
 def _model_options(layer: Mapping[str, Any], layer_backbone: str | None, backbone: str
