@@ -834,6 +834,18 @@ SWEEP = {
          {"val83_16_zen3_curve_fixed": [0.4571, 0.4823, 0.4949, 0.4924],
           "val83_zen3_curve_fixed": [0.5064, 0.5284, 0.5338, 0.5338],
           "val83_64_zen3_curve_fixed": [0.5353, 0.5499, 0.5594, 0.5564]}),
+        # 2026-12-06, fourth session (seed 1 beside seed 0, run alone, 884-1,263 s each): a value per
+        # code length (the preset's `by_bits`, new) for the two settings that help at one end. τ 0.5
+        # at 16 bits, seed 1: 0.4626 / 0.5008 / 0.5032 (seed 0 0.4980; the preset at seed 0 0.4879).
+        # 40 epochs at 64 bits, seed 1: 0.5322 / 0.5448 / 0.5507 / 0.5532 against the 30-epoch
+        # preset's 0.5252 / 0.5446 / 0.5492 (+0.4; seed 0 +0.56). Both adopted at their length only;
+        # 32 bits keeps τ 0.3 and 30 epochs.
+        ({"eval_every": 780, "hparams": {"temperature": 0.5}, "seed": 1, "cache_seed": 0},
+         {"val83_16_zen3_curve_fixed": [0.4626, 0.5008, 0.5032]}),
+        ({"eval_every": 780, "epochs": 40, "seed": 1, "cache_seed": 0},
+         {"val83_64_zen3_curve_fixed": [0.5322, 0.5448, 0.5507, 0.5532]}),
+        ({"eval_every": 780, "epochs": 30, "seed": 1, "cache_seed": 0},
+         {"val83_64_zen3_curve_fixed": [0.5252, 0.5446, 0.5492]}),
     ],
     "fdbh": [
         ({}, {"val": 0.376}),   # the method's defaults (the preset until 2026-12-02)

@@ -155,7 +155,7 @@ WCH = register(MethodSpec(
         # Per code length (by_bits; evaluation on the features as cached, validation mAP@83 at
         # epoch 30 / 40): τ 0.5 at 16 bits, seeds 0 / 1 0.4980 / 0.5032 against τ 0.3's 0.4879
         # (seed 0; τ 0.5 loses 1.4 / 2.9 points at 32 / 64 bits), and 40 epochs at 64 bits, seeds
-        # 0 / 1 0.5564 / 0.5532 against 30 epochs' 0.5508 (seed 0; 40 epochs lose 0.75 at 32).
+        # 0 / 1 0.5564 / 0.5532 against 30 epochs' 0.5508 / 0.5492 (40 epochs lose 0.75 at 32).
         "common": common_preset(learning_rate=1e-3, batch_size=64, epochs=30,
                                 view_recipes=("cibhash_crop08", "none"),
                                 model={"head_init": "fan_in"},
