@@ -223,6 +223,8 @@ def test_a_presets_by_bits_entry_applies_at_its_code_length_only(monkeypatch):
 @pytest.mark.parametrize("by_bits, message", [
     ({"16": {"epochs": 7}}, "code lengths"),
     ({0: {"epochs": 7}}, "code lengths"),
+    ({16: 7}, "code lengths"),
+    ([(16, {"epochs": 7})], "must map code lengths"),
     ({16: {"epoch": 7}}, r"unknown keys \['epoch'\]"),
     ({16: {"hparams": {"temprature": 0.9}}}, "temprature"),
     ({16: {"by_bits": {16: {}}}}, "by_bits"),

@@ -108,10 +108,15 @@ class MethodSpec:
       raise ValueError(f"method {self.name!r} declares a hyper-parameter twice: {names}.")
     layers = {"defaults": self.defaults, **self.presets}
     for preset_name, preset in self.presets.items():
-      for bits, layer in preset.get(BY_BITS, {}).items():
-        if not _is_int(bits) or bits < 1:
-          raise ValueError(f"method {self.name!r}, preset {preset_name!r}: {BY_BITS} keys are code "
-                           f"lengths (positive ints), got {bits!r}.")
+      by_bits = preset.get(BY_BITS, {})
+      if not isinstance(by_bits, Mapping):
+        raise ValueError(f"method {self.name!r}, preset {preset_name!r}: {BY_BITS} must map code "
+                         f"lengths to overrides, got {type(by_bits).__name__}.")
+      for bits, layer in by_bits.items():
+        if not _is_int(bits) or bits < 1 or not isinstance(layer, Mapping):
+          raise ValueError(f"method {self.name!r}, preset {preset_name!r}: {BY_BITS} maps code "
+                           f"lengths (positive ints) to overrides (dicts), got {bits!r}: "
+                           f"{type(layer).__name__}.")
         layers[f"{preset_name}.{BY_BITS}[{bits}]"] = layer
     for preset_name, preset in layers.items():
       allowed = set(RESOLVABLE_FIELDS) | set(_PRESET_EXTRA_KEYS)
