@@ -3,6 +3,7 @@
 A method is covered here the day it registers: nothing below names a method.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -190,7 +191,6 @@ def test_interrupted_run_resumes_bit_exactly(method, tmp_path, crash_at_step):
 
 def _with_by_bits(monkeypatch, by_bits):
   """A copy of CIBHash registered as ``tmp_by_bits`` whose ``common`` preset holds ``by_bits``."""
-  import dataclasses
   base = REGISTRY["cibhash"]
   presets = {**base.presets, "common": {**base.presets["common"], "by_bits": by_bits}}
   spec = dataclasses.replace(base, name="tmp_by_bits", presets=presets)

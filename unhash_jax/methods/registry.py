@@ -106,8 +106,18 @@ class MethodSpec:
     names = [h.name for h in self.hparams]
     if len(set(names)) != len(names):
       raise ValueError(f"method {self.name!r} declares a hyper-parameter twice: {names}.")
-    layers = {"defaults": self.defaults, **self.presets}
+    fields = set(RESOLVABLE_FIELDS) | set(_PRESET_EXTRA_KEYS)
+
+    def check_layer(where: str, layer: Mapping[str, Any], allowed: set[str]) -> None:
+      unknown = set(layer) - allowed
+      unknown_h = set(layer.get("hparams", {})) - set(names)
+      if unknown or unknown_h:
+        raise ValueError(f"method {self.name!r}, preset {where!r}: unknown keys "
+                         f"{sorted(unknown | unknown_h)}.")
+
+    check_layer("defaults", self.defaults, fields)
     for preset_name, preset in self.presets.items():
+      check_layer(preset_name, preset, fields | {BY_BITS})
       by_bits = preset.get(BY_BITS, {})
       if not isinstance(by_bits, Mapping):
         raise ValueError(f"method {self.name!r}, preset {preset_name!r}: {BY_BITS} must map code "
@@ -117,16 +127,7 @@ class MethodSpec:
           raise ValueError(f"method {self.name!r}, preset {preset_name!r}: {BY_BITS} maps code "
                            f"lengths (positive ints) to overrides (dicts), got {bits!r}: "
                            f"{type(layer).__name__}.")
-        layers[f"{preset_name}.{BY_BITS}[{bits}]"] = layer
-    for preset_name, preset in layers.items():
-      allowed = set(RESOLVABLE_FIELDS) | set(_PRESET_EXTRA_KEYS)
-      if preset_name in self.presets:
-        allowed.add(BY_BITS)
-      unknown = set(preset) - allowed
-      unknown_h = set(preset.get("hparams", {})) - set(names)
-      if unknown or unknown_h:
-        raise ValueError(f"method {self.name!r}, preset {preset_name!r}: unknown keys "
-                         f"{sorted(unknown | unknown_h)}.")
+        check_layer(f"{preset_name}.{BY_BITS}[{bits}]", layer, fields)
     if not self.defaults.get("view_recipes"):
       raise ValueError(f"method {self.name!r}: defaults must name its view_recipes (one per view).")
 
