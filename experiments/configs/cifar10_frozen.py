@@ -829,9 +829,9 @@ SWEEP = {
         # at 16 bits, seed 1: 0.4626 / 0.5008 / 0.5032 (seed 0 0.4980; the preset at seed 0 0.4879).
         # 40 epochs at 64 bits, seed 1: 0.5322 / 0.5448 / 0.5507 / 0.5532 against the 30-epoch
         # preset's 0.5252 / 0.5446 / 0.5492 (+0.4; seed 0 +0.56). Both adopted at their length only;
-        # 32 bits keeps τ 0.3 and 30 epochs. Every WCH row above that names no τ or epochs ran with
-        # τ 0.3 and 30 epochs at every length: to reproduce one at 16 / 64 bits now, add
-        # "hparams": {"temperature": 0.3} / "epochs": 30.
+        # 32 bits keeps τ 0.3 and 30 epochs. The rows above ran before `by_bits`: to reproduce one
+        # that names no τ (at 16 bits) or no epochs (at 64), add "hparams": {"temperature": 0.3} /
+        # "epochs": 30.
         ({"eval_every": 780, "hparams": {"temperature": 0.5}, "seed": 1, "cache_seed": 0},
          {"val83_16_zen3_curve_fixed": [0.4626, 0.5008, 0.5032]}),
         ({"eval_every": 780, "epochs": 40, "seed": 1, "cache_seed": 0},
