@@ -842,6 +842,24 @@ SWEEP = {
         # 0.4838 (1,221 s; 30 epochs 0.4980): rejected.
         ({"eval_every": 780, "epochs": 40}, {"val83_16_zen3_curve_fixed": [0.4778, 0.4880, 0.4854,
                                                                           0.4838]}),
+        # 2026-12-06, fifth session, 16 bits, seed 0, around that preset (0.4754 / 0.4926 / 0.4980 at
+        # epochs 10 / 20 / 30; a control run gave 0.4754 at epoch 10 again): each stopped once it
+        # trailed by 2 points or more at epoch 20. T_w 0.02 0.4501 / 0.4712, T_w 0.005 0.4567 /
+        # 0.4689, batch 128 (validation every 10 epochs) 0.4412 / 0.4589, batch 32 0.4354 / 0.4627 /
+        # 0.4720 (355 s), hidden width 2048 0.4540 / 0.4732, Adam 2e-3 0.4478 / 0.4615; run to the
+        # end, Adam 5e-4 0.4804 / 0.4887 / 0.4940 (947 s). Nothing adopted: the preset is at least
+        # as good as each neighbour tried.
+        ({"eval_every": 780, "hparams": {"weight_temperature": 0.02}},
+         {"val83_16_zen3_curve_fixed": [0.4501, 0.4712]}),
+        ({"eval_every": 780, "hparams": {"weight_temperature": 0.005}},
+         {"val83_16_zen3_curve_fixed": [0.4567, 0.4689]}),
+        ({"eval_every": 390, "batch_size": 128}, {"val83_16_zen3_curve_fixed": [0.4412, 0.4589]}),
+        ({"eval_every": 1560, "batch_size": 32}, {"val83_16_zen3_curve_fixed": [0.4354, 0.4627, 0.4720]}),
+        ({"eval_every": 780, "model": {"head_init": "fan_in", "hidden": 2048}},
+         {"val83_16_zen3_curve_fixed": [0.4540, 0.4732]}),
+        ({"eval_every": 780, "learning_rate": 2e-3}, {"val83_16_zen3_curve_fixed": [0.4478, 0.4615]}),
+        ({"eval_every": 780, "learning_rate": 5e-4},
+         {"val83_16_zen3_curve_fixed": [0.4804, 0.4887, 0.4940]}),
     ],
     "fdbh": [
         ({}, {"val": 0.376}),   # the method's defaults (the preset until 2026-12-02)
