@@ -855,7 +855,7 @@ SWEEP = {
          {"val83_16_zen3_curve_fixed": [0.4567, 0.4689]}),
         ({"eval_every": 390, "batch_size": 128}, {"val83_16_zen3_curve_fixed": [0.4412, 0.4589]}),
         ({"eval_every": 1560, "batch_size": 32}, {"val83_16_zen3_curve_fixed": [0.4354, 0.4627, 0.4720]}),
-        ({"eval_every": 780, "model": {"head_init": "fan_in", "hidden": 2048}},
+        ({"eval_every": 780, "model": {"hidden": 2048}},
          {"val83_16_zen3_curve_fixed": [0.4540, 0.4732]}),
         ({"eval_every": 780, "learning_rate": 2e-3}, {"val83_16_zen3_curve_fixed": [0.4478, 0.4615]}),
         ({"eval_every": 780, "learning_rate": 5e-4},
