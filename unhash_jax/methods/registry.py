@@ -107,10 +107,11 @@ class MethodSpec:
     if len(set(names)) != len(names):
       raise ValueError(f"method {self.name!r} declares a hyper-parameter twice: {names}.")
     fields = set(RESOLVABLE_FIELDS) | set(_PRESET_EXTRA_KEYS)
+    known_hparams = set(names)
 
     def check_layer(where: str, layer: Mapping[str, Any], allowed: set[str]) -> None:
       unknown = set(layer) - allowed
-      unknown_h = set(layer.get("hparams", {})) - set(names)
+      unknown_h = set(layer.get("hparams", {})) - known_hparams
       if unknown or unknown_h:
         raise ValueError(f"method {self.name!r}, preset {where!r}: unknown keys "
                          f"{sorted(unknown | unknown_h)}.")
