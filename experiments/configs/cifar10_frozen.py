@@ -865,6 +865,12 @@ SWEEP = {
         # the preset 0.4980). The clean second view stays.
         ({"eval_every": 780, "view_recipes": ("cibhash_crop08", "cibhash_crop08")},
          {"val83_16_zen3_curve_fixed": [0.4734, 0.4790, 0.4832]}),
+        # 2026-12-06, sixth session, 16 bits, seed 0, the same preset: τ 0.7 0.4600 / 0.4651 / 0.4760
+        # (1,078 s; τ 0.3 / 0.4243 / 0.5 gave 0.4879 / 0.4937 / 0.4980: τ 0.5 stays), hidden width 512
+        # 0.4578 / 0.4698 (stopped at epoch 20; 1024 stays).
+        ({"eval_every": 780, "hparams": {"temperature": 0.7}},
+         {"val83_16_zen3_curve_fixed": [0.4600, 0.4651, 0.4760]}),
+        ({"eval_every": 780, "model": {"hidden": 512}}, {"val83_16_zen3_curve_fixed": [0.4578, 0.4698]}),
     ],
     "fdbh": [
         ({}, {"val": 0.376}),   # the method's defaults (the preset until 2026-12-02)
