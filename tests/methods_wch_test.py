@@ -99,3 +99,37 @@ def test_feature_dropout_acts_in_training_only_and_follows_the_key():
   np.testing.assert_allclose(model.logits(tokens), _np_logits(model, tokens), rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="feature_dropout must lie in"):
     _model(feature_dropout=1.0)
+
+
+class _TokenInputModel(wch.WCHModel):
+  """WCH's head on inputs that already are patch tokens ``[B, P, D]``."""
+
+  def tokens(self, x, *, train=False):
+    del train
+    return x
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_symmetric_option_averages_both_directions_of_the_float64_objective(symmetric):
+  from losses_wch_test import _np_wch  # noqa: PLC0415 (tests/ is on sys.path under pytest)
+  model = _TokenInputModel(make_backbone("flatten", (6,), rngs=nnx.Rngs(0)), 8, hidden=16,
+                           head_init="fan_in", rngs=nnx.Rngs(1))
+  rng = np.random.default_rng(4)
+  v1 = rng.normal(size=(5, 4, 6))
+  v2 = v1 + 0.7 * rng.normal(size=(5, 4, 6))
+  hparams = dict(wch.WCH.hparam_defaults, symmetric=symmetric, temperature=0.5,
+                 weight_temperature=0.1, regularizer_weight=1.0)
+  ctx = StepContext(key=jax.random.key(0), step=jnp.int32(0), total_steps=jnp.int32(1),
+                    steps_per_epoch=1, num_train=5, hparams=hparams)
+  batch = StepBatch((jnp.asarray(v1, jnp.float32), jnp.asarray(v2, jnp.float32)), jnp.arange(5), {})
+  loss, aux = wch.compute_loss(model, batch, ctx)
+  x1, x2 = (np.asarray(x, np.float64) for x in patch_similarity.mutual_attention(
+      *batch.views, temperature=hparams["attention_temperature"]))
+  t1, t2 = np.tanh(_np_logits(model, x1)), np.tanh(_np_logits(model, x2))
+  forward = _np_wch(t1, t2, x1, x2, tau=0.5, tw=0.1)
+  want = [(a + b) / 2 for a, b in zip(forward, _np_wch(t2, t1, x2, x1, tau=0.5, tw=0.1))
+          ] if symmetric else forward
+  assert abs(want[0] - forward[0]) > 1e-3 or not symmetric    # the reverse direction differs
+  np.testing.assert_allclose(float(loss), want[0], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(float(aux["weighted_contrastive"]), want[1], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(float(aux["regularizer"]), want[2], rtol=1e-4, atol=1e-5)

@@ -21,6 +21,8 @@ RosieYuu/WCH, whose released objective this reproduces.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -95,11 +97,18 @@ def compute_loss(model: WCHModel, batch: StepBatch, ctx: StepContext) -> tuple[j
   k1, k2 = jax.random.split(ctx.key)
   t1 = jnp.tanh(model.logits(x1, train=True, key=k1))
   t2 = jnp.tanh(model.logits(x2, train=True, key=k2))
-  loss, aux = wch_loss_with_aux(t1, t2, x1, x2, temperature=h["temperature"],
-                                weight_temperature=h["weight_temperature"],
-                                detach_weights=h["detach_weights"],
-                                normalize_weights=h["normalize_weights"],
-                                regularizer_weight=h["regularizer_weight"])
+  loss_terms = functools.partial(wch_loss_with_aux, temperature=h["temperature"],
+                                 weight_temperature=h["weight_temperature"],
+                                 detach_weights=h["detach_weights"],
+                                 normalize_weights=h["normalize_weights"],
+                                 regularizer_weight=h["regularizer_weight"])
+  loss, aux = loss_terms(t1, t2, x1, x2)
+  if h["symmetric"]:
+    # View 2's codes as the anchors too; Ŝ(x̃², x̃¹) is not Ŝ(x̃¹, x̃²)ᵀ (the max runs over the
+    # other view's patches), so the reverse direction computes its own weights.
+    loss_21, aux_21 = loss_terms(t2, t1, x2, x1)
+    loss = 0.5 * (loss + loss_21)
+    aux = {name: 0.5 * (aux[name] + aux_21[name]) for name in aux}
   aux["bit_balance"] = bit_balance(jnp.where(t1 >= 0, 1.0, -1.0))
   # Share of view-1 tanh outputs beyond ±0.99, where the straight-through tanh passes < 2 % of the
   # gradient (the official init and R reach 0.98 on frozen MobileNetV2 tokens, where WCH plateaus).
@@ -125,6 +134,9 @@ WCH = register(MethodSpec(
         hp.positive("attention_temperature", 1.0, "T of the mutual attention"),
         hp.flag("detach_weights", False, "stop the gradient through the weights W"),
         hp.flag("normalize_weights", False, "renormalise each row of W to sum to 1"),
+        hp.flag("symmetric", False, "average the loss over both directions: view 2's codes as "
+                "anchors against view 1's too, each with its own weights and R on its anchors "
+                "(a project option; the official loss has view 1's rows only)"),
         hp.non_negative("regularizer_weight", 1.0, "λ_R, weight of the bit-balance/quantization "
                         "regulariser R (official 1)"),
     ),
