@@ -879,6 +879,11 @@ SWEEP = {
         # behind).
         ({"eval_every": 780, "hparams": {"attention_temperature": 0.1}},
          {"val83_16_zen3_curve_fixed": [0.4670, 0.4792]}),
+        # The `symmetric` loss (a new option: the mean of both directions, view 2's codes anchoring
+        # rows too, each direction with its own Ŝ, W and R): 0.4667 / 0.5124 / 0.5079 (+1.0 at epoch
+        # 30; 2,037 s, 1.7x the preset's step time): adopted at 16 bits (by_bits) the same day.
+        ({"eval_every": 780, "hparams": {"symmetric": True}},
+         {"val83_16_zen3_curve_fixed": [0.4667, 0.5124, 0.5079]}),
     ],
     "fdbh": [
         ({}, {"val": 0.376}),   # the method's defaults (the preset until 2026-12-02)
