@@ -881,7 +881,8 @@ SWEEP = {
          {"val83_16_zen3_curve_fixed": [0.4670, 0.4792]}),
         # The `symmetric` loss (a new option: the mean of both directions, view 2's codes anchoring
         # rows too, each direction with its own Ŝ, W and R): 0.4667 / 0.5124 / 0.5079 (+1.0 at epoch
-        # 30; 2,037 s, 1.7x the preset's step time): adopted at 16 bits (by_bits) the same day.
+        # 30; 2,037 s, 1.7x the preset's step time): adopted at 16 bits (by_bits) the same day. The
+        # 16-bit rows above ran without it: to reproduce one, add "symmetric": False to its hparams.
         ({"eval_every": 780, "hparams": {"symmetric": True}},
          {"val83_16_zen3_curve_fixed": [0.4667, 0.5124, 0.5079]}),
     ],
