@@ -13,7 +13,8 @@ RosieYuu/WCH, whose released objective this reproduces.
   the pre-tanh logits (same signs).
 * Loss (``losses.wch_loss``): soft-target CE of the code logits against the patch-level max-mean
   similarity weights (not detached, not renormalised by default) + the view-1 bit-balance /
-  quantization regulariser.
+  quantization regulariser; hyper-parameter ``symmetric`` (a project option, off by default): the
+  mean of that loss and its reverse (view 2 as the anchors, with its own weights and regulariser).
 * Optimisation: Adam 1e-5 with a cosine decay stepped per epoch (50 epochs, batch 32). Unlike the
   official code, the model is not selected on the query set: the last state is evaluated (or the best
   on the validation split with ``--select_on_val``).
